@@ -1,0 +1,36 @@
+package quant
+
+// Backend runs the four kernel families of mixq. Every implementation must
+// produce bit-identical results to the reference in package cpu, following the
+// arithmetic in this package's documentation; quanttest checks that.
+//
+// Buffers are host slices owned by the caller. Implementations validate
+// lengths against the Layout before touching memory and return an error,
+// never panic, on a mismatch.
+type Backend interface {
+	// Name identifies the backend in messages and benchmarks ("cpu", "cuda:0").
+	Name() string
+
+	// GroupScales computes the binary16 scale of every group of w (row-major
+	// [Rows][GroupsPerRow]). It returns *NonFiniteError for the lowest index
+	// holding NaN or ±Inf, and *ScaleOverflowError when a scale exceeds F16.
+	GroupScales(scales []uint16, w []float32, l Layout) error
+
+	// Quantize encodes w with the given scales into packed codes: one int8
+	// per element for INT8, two nibbles per byte for INT4 (even column in the
+	// low nibble). w must be finite (GroupScales checks it).
+	Quantize(packed []byte, w []float32, scales []uint16, l Layout) error
+
+	// Dequantize expands packed codes back to binary32: w = float32(q)·s.
+	Dequantize(w []float32, packed []byte, scales []uint16, l Layout) error
+
+	// MatMul computes y = x·Wᵀ for x of shape [m, l.Cols] and the quantized
+	// W of shape [l.Rows, l.Cols], giving y of shape [m, l.Rows], in the
+	// canonical summation order of the documentation.
+	MatMul(y, x []float32, m int, packed []byte, scales []uint16, l Layout) error
+
+	// ChannelStats reduces x, a row-major [tokens, s.Channels()] batch of
+	// activations, to per-channel Welford statistics in ascending token
+	// order, and merges them into s with Stats.Merge.
+	ChannelStats(s *Stats, x []float32, tokens int) error
+}
