@@ -53,15 +53,17 @@ const roundMagic = float32(12582912)
 
 // Code quantizes one finite value with the reciprocal of its group's scale:
 //
-//	v = x * inv                (binary32 multiply, round to nearest even)
-//	q = clamp(rint(v), -qmax, qmax)   rint rounds half to even
+//	v = x * inv                       (binary32 multiply, round to nearest even)
+//	q = clamp(rint(v), -qmax, qmax)   rint rounds half to even; the clamp saturates
 //
-// |v| is at most qmax×(1+2^-10) for finite x inside its group, far below
-// 2^22, so the magic-number rounding below is exact rint.
+// Clamping v to [-qmax, qmax] before rounding gives the same q, because qmax
+// is an integer and rint is monotone, and it keeps the magic-number rounding
+// below exact (it needs |v| < 2^22) for any scale a caller passes, not only
+// for the scales GroupScales produces (those give |v| ≤ 1.5·qmax).
 func Code(x, inv float32, qmax int32) int32 {
-	v := float32(x * inv)
-	q := int32(math.Float32bits(float32(v+roundMagic))) - int32(math.Float32bits(roundMagic))
-	return max(-qmax, min(qmax, q))
+	m := float32(qmax)
+	v := max(-m, min(m, float32(x*inv)))
+	return int32(math.Float32bits(float32(v+roundMagic))) - int32(math.Float32bits(roundMagic))
 }
 
 // Decode is the dequantized value of a code: float32(q) × s, exact because

@@ -13,7 +13,9 @@ type Backend interface {
 
 	// GroupScales computes the binary16 scale of every group of w (row-major
 	// [Rows][GroupsPerRow]). It returns *NonFiniteError for the lowest index
-	// holding NaN or ±Inf, and *ScaleOverflowError when a scale exceeds F16.
+	// holding NaN or ±Inf (this wins over any overflow), else
+	// *ScaleOverflowError for the first group in row-major order whose scale
+	// exceeds F16, with its positive absolute maximum.
 	GroupScales(scales []uint16, w []float32, l Layout) error
 
 	// Quantize encodes w with the given scales into packed codes: one int8
@@ -29,8 +31,18 @@ type Backend interface {
 	// canonical summation order of the documentation.
 	MatMul(y, x []float32, m int, packed []byte, scales []uint16, l Layout) error
 
+	// Backends may also implement FusedQuantizer.
+
 	// ChannelStats reduces x, a row-major [tokens, s.Channels()] batch of
 	// activations, to per-channel Welford statistics in ascending token
 	// order, and merges them into s with Stats.Merge.
 	ChannelStats(s *Stats, x []float32, tokens int) error
+}
+
+// FusedQuantizer is implemented by backends that compute the scales and the
+// codes in one pass over the weights. The results and errors are exactly
+// those of GroupScales followed by Quantize; callers use it when available
+// because it reads the input once.
+type FusedQuantizer interface {
+	QuantizeGroups(packed []byte, scales []uint16, w []float32, l Layout) error
 }

@@ -58,5 +58,5 @@ func InputError(err error) error {
 
 type inputError struct{ err error }
 
-func (e *inputError) Error() string        { return e.err.Error() }
-func (e *inputError) Unwrap() []error      { return []error{e.err, ErrInput} }
+func (e *inputError) Error() string   { return e.err.Error() }
+func (e *inputError) Unwrap() []error { return []error{e.err, ErrInput} }

@@ -71,7 +71,9 @@ func (l Layout) Group(g int) (lo, hi int) {
 }
 
 // CheckBuffers verifies buffer lengths against the layout, so that a
-// backend never indexes out of range and a device launch cannot fault.
+// backend never indexes out of range and a device launch cannot fault. A nil
+// argument means "not involved" and is skipped: a backend must pass a
+// non-nil (possibly empty) slice for every buffer its operation uses.
 func (l Layout) CheckBuffers(w []float32, packed []byte, scales []uint16) error {
 	if err := l.Validate(); err != nil {
 		return err

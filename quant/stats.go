@@ -68,9 +68,9 @@ func (s *Stats) Variance(dst []float64) {
 	}
 }
 
-// WelfordStep is one token's update of one channel's batch statistics, in binary64:
+// WelfordStep is one token's update of one channel's batch statistics, in
+// binary64, where n is the count including x (1 for the first token):
 //
-//	n    = n + 1
 //	d    = x - mean
 //	mean = mean + d / n
 //	M2   = M2 + d * (x - mean)     (with the updated mean)
