@@ -1,0 +1,88 @@
+package cpu
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/mixq/mixq/quant"
+)
+
+// defaultGrain is the least number of elements worth handing to one
+// goroutine: starting one costs about a microsecond, this much work tens of
+// microseconds. Smaller tensors run inline on the calling goroutine.
+const defaultGrain = 1 << 15
+
+// Backend is the reference implementation of quant.Backend.
+type Backend struct {
+	threads int
+	grain   int
+}
+
+var _ quant.Backend = (*Backend)(nil)
+
+// New returns a CPU backend that splits large kernels over up to threads
+// goroutines; threads <= 0 means runtime.GOMAXPROCS(0). The results do not
+// depend on threads.
+func New(threads int) *Backend {
+	if threads <= 0 {
+		threads = runtime.GOMAXPROCS(0)
+	}
+	return &Backend{threads: threads, grain: defaultGrain}
+}
+
+// Name returns "cpu".
+func (b *Backend) Name() string { return "cpu" }
+
+// Threads is the largest number of goroutines one call uses.
+func (b *Backend) Threads() int { return b.threads }
+
+// chunks is the number of pieces to cut units of work into, given the total
+// number of elements the kernel touches.
+func (b *Backend) chunks(units, elements int) int {
+	c := min(b.threads, elements/b.grain, units)
+	return max(c, 1)
+}
+
+// parallel calls fn(c, lo, hi) for n contiguous chunks that cover [0, units),
+// every boundary but the last being a multiple of align, concurrently, and
+// returns when all are done. Chunk 0 runs on the calling goroutine. A chunk
+// may be empty (lo == hi).
+func parallel(units, align, n int, fn func(c, lo, hi int)) {
+	if n <= 1 {
+		fn(0, 0, units)
+		return
+	}
+	bound := func(c int) int {
+		if c >= n {
+			return units
+		}
+		return c * units / n / align * align
+	}
+	var wg sync.WaitGroup
+	for c := 1; c < n; c++ {
+		lo, hi := bound(c), bound(c+1)
+		wg.Go(func() { fn(c, lo, hi) })
+	}
+	fn(0, 0, bound(1))
+	wg.Wait()
+}
+
+// nonNil turns a nil slice into an empty one, so that Layout.CheckBuffers
+// (which skips nil buffers) reports a missing buffer as a length mismatch.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+func checkLayout(op string, l quant.Layout, w []float32, packed []byte, scales []uint16) error {
+	if err := l.CheckBuffers(w, packed, scales); err != nil {
+		return fmt.Errorf("cpu: %s: %w", op, err)
+	}
+	return nil
+}
+
+var errNilStats = errors.New("cpu: channelstats: nil statistics")
