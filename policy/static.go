@@ -103,3 +103,6 @@ func TiedHead(names []string) string {
 	}
 	return embed
 }
+
+// Name identifies the policy in reports and quantization_config.
+func (s *Static) Name() string { return "static" }

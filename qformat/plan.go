@@ -1,0 +1,243 @@
+package qformat
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/mixq/mixq/policy"
+	"github.com/mixq/mixq/quant"
+	"github.com/mixq/mixq/safetensors"
+	"github.com/mixq/mixq/shards"
+)
+
+// Format identifies the layout version in every shard's metadata.
+const Format = "mixq/1"
+
+// Metadata keys.
+const (
+	FormatKey    = "mixq.format"
+	RecordPrefix = "mixq:"
+	QWeight      = ".qweight"
+	Scales       = ".scales"
+)
+
+// Keep is the Record precision of a tensor copied unchanged.
+const Keep = "keep"
+
+// Record is the per-tensor metadata entry: how an original tensor is stored.
+type Record struct {
+	Precision string            `json:"precision"`
+	GroupSize int               `json:"group_size,omitempty"`
+	DType     safetensors.DType `json:"dtype"`
+	Shape     []int64           `json:"shape"`
+}
+
+// Input is what planning needs to know of an input tensor: its header.
+type Input struct {
+	Name  string
+	DType safetensors.DType
+	Shape []int64
+}
+
+// NumElements is the product of the shape.
+func (in Input) NumElements() int64 {
+	n := int64(1)
+	for _, d := range in.Shape {
+		n *= d
+	}
+	return n
+}
+
+// Item is the plan for one input tensor.
+type Item struct {
+	Input    Input
+	Decision policy.Decision
+	Record   Record
+	// Layout is set for INT8 and INT4.
+	Layout quant.Layout
+	// Outputs are the tensors written for this input, in file order.
+	Outputs []safetensors.Spec
+}
+
+// Bytes is the data size of the item's outputs.
+func (it *Item) Bytes() int64 {
+	var n int64
+	for _, s := range it.Outputs {
+		n += s.Bytes()
+	}
+	return n
+}
+
+// Options controls planning.
+type Options struct {
+	GroupSize    int
+	MaxShardSize int64
+	// Config is the input's config.json (nil when there is none).
+	Config []byte
+	// PolicyName is recorded in quantization_config ("static", ...).
+	PolicyName string
+}
+
+// Plan is the complete description of a quantized output.
+type Plan struct {
+	Items     []Item
+	GroupSize int
+	Layout    *shards.Layout
+}
+
+// Decide chooses a precision for a tensor; policy.Static.Decide is one.
+type Decide func(policy.Tensor) policy.Decision
+
+// Build plans the output for the given inputs, in input order.
+func Build(inputs []Input, decide Decide, opt Options) (*Plan, error) {
+	g := opt.GroupSize
+	if g == 0 {
+		g = quant.DefaultGroupSize
+	}
+	if g < 1 || g > quant.MaxGroupSize {
+		return nil, quant.InputError(fmt.Errorf("group size %d is impossible: want 1..%d", g, quant.MaxGroupSize))
+	}
+	p := &Plan{GroupSize: g}
+	var specs []safetensors.Spec
+	recs := map[string]string{}
+	counts := map[string]int{}
+	for _, in := range inputs {
+		d := decide(policy.Tensor{Name: in.Name, Shape: in.Shape})
+		if !d.Keep && in.NumElements() == 0 {
+			d.Keep, d.Reason = true, "empty tensors are kept as they are"
+		}
+		it := Item{Input: in, Decision: d, Record: Record{DType: in.DType, Shape: in.Shape}}
+		switch {
+		case d.Keep:
+			it.Record.Precision = Keep
+			it.Outputs = []safetensors.Spec{{Name: in.Name, DType: in.DType, Shape: in.Shape}}
+		case d.Precision == quant.F32:
+			it.Record.Precision = d.Precision.String()
+			it.Outputs = []safetensors.Spec{{Name: in.Name, DType: safetensors.F32, Shape: in.Shape}}
+		case d.Precision == quant.F16:
+			it.Record.Precision = d.Precision.String()
+			it.Outputs = []safetensors.Spec{{Name: in.Name, DType: safetensors.F16, Shape: in.Shape}}
+		case d.Precision.Quantized():
+			cols := in.Shape[len(in.Shape)-1]
+			rows := in.NumElements() / max(cols, 1)
+			l := quant.Layout{Rows: int(rows), Cols: int(cols), GroupSize: g, Precision: d.Precision}
+			if err := l.Validate(); err != nil {
+				return nil, quant.InputError(&quant.TensorError{Tensor: in.Name, Err: err})
+			}
+			it.Layout = l
+			it.Record.Precision = d.Precision.String()
+			it.Record.GroupSize = g
+			dt := safetensors.I8
+			if d.Precision == quant.INT4 {
+				dt = safetensors.U8
+			}
+			it.Outputs = []safetensors.Spec{
+				{Name: in.Name + QWeight, DType: dt, Shape: []int64{rows, int64(l.RowBytes())}},
+				{Name: in.Name + Scales, DType: safetensors.F16, Shape: []int64{rows, int64(l.GroupsPerRow())}},
+			}
+		default:
+			return nil, fmt.Errorf("tensor %q: policy chose invalid precision %v", in.Name, d.Precision)
+		}
+		rec, err := json.Marshal(it.Record)
+		if err != nil {
+			return nil, err
+		}
+		// The record sits with the first output tensor, so it lands in the
+		// same shard as the data it describes.
+		recs[it.Outputs[0].Name] = string(rec)
+		counts[it.Record.Precision]++
+		specs = append(specs, it.Outputs...)
+		p.Items = append(p.Items, it)
+	}
+	cfg, err := QuantizedConfig(opt.Config, g, opt.PolicyName, counts)
+	if err != nil {
+		return nil, err
+	}
+	l, err := shards.Plan(specs, shards.Options{
+		MaxShardSize:   opt.MaxShardSize,
+		Config:         cfg,
+		Metadata:       map[string]string{FormatKey: Format, "format": "pt"},
+		TensorMetadata: recs,
+		MetadataKey:    recordKey,
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.Layout = l
+	return p, nil
+}
+
+// recordKey maps an output tensor to the metadata key of the record of its
+// original tensor.
+func recordKey(output string) string {
+	for _, suf := range []string{QWeight} {
+		if len(output) > len(suf) && output[len(output)-len(suf):] == suf {
+			return RecordPrefix + output[:len(output)-len(suf)]
+		}
+	}
+	return RecordPrefix + output
+}
+
+// QuantizedConfig returns the input config.json with a quantization_config
+// block added (or an object holding only that block when there is no input
+// config). Numbers are kept as written, keys are sorted, so the output is
+// deterministic.
+func QuantizedConfig(config []byte, groupSize int, policyName string, counts map[string]int) ([]byte, error) {
+	obj := map[string]any{}
+	if len(bytes.TrimSpace(config)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(config))
+		dec.UseNumber()
+		if err := dec.Decode(&obj); err != nil {
+			return nil, quant.InputError(fmt.Errorf("config.json: %v", err))
+		}
+	}
+	if policyName == "" {
+		policyName = "static"
+	}
+	obj["quantization_config"] = map[string]any{
+		"quant_method":      "mixq",
+		"format":            Format,
+		"group_size":        groupSize,
+		"scheme":            "symmetric group-wise absmax, f16 scales",
+		"int4_packing":      "two per byte, even column in the low nibble",
+		"policy":            policyName,
+		"tensor_precisions": counts,
+	}
+	b, err := json.MarshalIndent(obj, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// ConfigWithoutQuantization strips quantization_config from a config.json,
+// for dequantized outputs.
+func ConfigWithoutQuantization(config []byte) ([]byte, error) {
+	if len(bytes.TrimSpace(config)) == 0 {
+		return nil, nil
+	}
+	obj := map[string]any{}
+	dec := json.NewDecoder(bytes.NewReader(config))
+	dec.UseNumber()
+	if err := dec.Decode(&obj); err != nil {
+		return nil, quant.InputError(fmt.Errorf("config.json: %v", err))
+	}
+	delete(obj, "quantization_config")
+	b, err := json.MarshalIndent(obj, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// sortedKeys returns map keys in order.
+func sortedKeys[V any](m map[string]V) []string {
+	k := make([]string, 0, len(m))
+	for s := range m {
+		k = append(k, s)
+	}
+	sort.Strings(k)
+	return k
+}
