@@ -1,0 +1,104 @@
+package mixq
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/mixq/mixq/checkpoint"
+	"github.com/mixq/mixq/qformat"
+	"github.com/mixq/mixq/quant"
+	"github.com/mixq/mixq/safetensors"
+	"github.com/mixq/mixq/shards"
+)
+
+// Dequantize writes a plain safetensors checkpoint with every tensor of m
+// back in floating point (dtype F32, F16 or BF16) under its original name,
+// so that any framework can load and evaluate the quantized model.
+func Dequantize(ctx context.Context, m *qformat.Model, out string, dtype safetensors.DType, opt Options) error {
+	switch dtype {
+	case safetensors.F32, safetensors.F16, safetensors.BF16:
+	default:
+		return quant.InputError(fmt.Errorf("cannot dequantize to %s: want F32, F16 or BF16", dtype))
+	}
+	if err := checkOutput(m.Checkpoint.Path, out); err != nil {
+		return err
+	}
+	cfg, err := qformat.ConfigWithoutQuantization(m.Checkpoint.Config)
+	if err != nil {
+		return err
+	}
+	specs := make([]safetensors.Spec, len(m.Entries))
+	for i, e := range m.Entries {
+		specs[i] = safetensors.Spec{Name: e.Name, DType: dtype, Shape: e.Record.Shape}
+	}
+	shard := opt.MaxShardSize
+	if shard == 0 {
+		shard = DefaultMaxShardSize
+	}
+	l, err := shards.Plan(specs, shards.Options{MaxShardSize: shard, Config: cfg, Metadata: map[string]string{"format": "pt"}})
+	if err != nil {
+		return err
+	}
+	w, err := shards.CreateLayout(out, l, opt.Force)
+	if err != nil {
+		return quant.InputError(err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			w.Abort()
+		}
+	}()
+	be := opt.backend()
+	var f32 []float32
+	var buf []byte
+	for _, e := range m.Entries {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := int(e.NumElements())
+		// Rows per block: whole rows for quantized tensors, any split otherwise.
+		cols := 1
+		if e.Layout.Cols > 0 {
+			cols = e.Layout.Cols
+		}
+		rowsPer := max(1, blockElems/cols)
+		var packed []byte
+		var scales []uint16
+		if e.Layout.Precision.Quantized() {
+			if packed, scales, err = m.Codes(e); err != nil {
+				return err
+			}
+		}
+		for lo := 0; lo < n; lo += rowsPer * cols {
+			hi := min(n, lo+rowsPer*cols)
+			dst := grow32(&f32, hi-lo)
+			if packed != nil {
+				bl := e.Layout
+				r0, r1 := lo/cols, hi/cols
+				bl.Rows = r1 - r0
+				if err := be.Dequantize(dst, packed[r0*bl.RowBytes():r1*bl.RowBytes()], scales[r0*bl.GroupsPerRow():r1*bl.GroupsPerRow()], bl); err != nil {
+					return &quant.TensorError{Tensor: e.Name, Err: err}
+				}
+			} else if err := e.DecodeRange(dst, lo, hi); err != nil {
+				return &quant.TensorError{Tensor: e.Name, Err: err}
+			}
+			b := grow8(&buf, (hi-lo)*dtype.Size())
+			if err := checkpoint.EncodeFloat32(b, dst, dtype); err != nil {
+				return quant.InputError(&quant.TensorError{Tensor: e.Name, Err: fmt.Errorf("at element %d: %w", lo, err)})
+			}
+			if err := w.Write(e.Name, b); err != nil {
+				return err
+			}
+			if opt.Progress != nil {
+				opt.Progress(e.Name, int64(hi-lo)*4)
+			}
+		}
+		m.Release(e)
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	ok = true
+	return nil
+}

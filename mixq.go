@@ -1,0 +1,381 @@
+package mixq
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/mixq/mixq/checkpoint"
+	"github.com/mixq/mixq/cpu"
+	"github.com/mixq/mixq/policy"
+	"github.com/mixq/mixq/qformat"
+	"github.com/mixq/mixq/quant"
+	"github.com/mixq/mixq/safetensors"
+	"github.com/mixq/mixq/shards"
+)
+
+// DefaultMaxShardSize matches the Hugging Face default of 5 GB per shard.
+const DefaultMaxShardSize = 5_000_000_000
+
+// Policy chooses the precision of each tensor.
+type Policy interface {
+	Name() string
+	Decide(policy.Tensor) policy.Decision
+}
+
+// Options configures planning and quantization. The zero value means: the
+// static policy with the built-in rules, group size 128, 5 GB shards, the
+// CPU backend, no progress reporting.
+type Options struct {
+	Policy       Policy
+	GroupSize    int
+	MaxShardSize int64
+	Backend      quant.Backend
+	// Force replaces an existing output.
+	Force bool
+	// Progress, when set, is called after each block with the input bytes
+	// processed since the last call.
+	Progress func(tensor string, deltaBytes int64)
+}
+
+func (o Options) backend() quant.Backend {
+	if o.Backend != nil {
+		return o.Backend
+	}
+	return cpu.New(0)
+}
+
+// Open opens an input checkpoint: one .safetensors file or a Hugging Face
+// directory. Only headers are read; tensor data is mapped, not loaded.
+func Open(path string) (*checkpoint.Checkpoint, error) {
+	return checkpoint.Open(path, checkpoint.Options{})
+}
+
+// OpenQuantized opens a checkpoint written by Quantize.
+func OpenQuantized(path string) (*qformat.Model, error) { return qformat.Open(path) }
+
+// StaticPolicy returns the rule-based policy for a checkpoint, with the
+// user's rules in front of the built-in ones and tied embeddings detected.
+func StaticPolicy(ck *checkpoint.Checkpoint, user []policy.Rule) *policy.Static {
+	s := policy.NewStatic(user)
+	names := make([]string, len(ck.Tensors))
+	for i, t := range ck.Tensors {
+		names[i] = t.Name
+	}
+	s.TiedHead = policy.TiedHead(names)
+	return s
+}
+
+// PlanQuantization decides every tensor's precision and lays out the output,
+// reading headers only.
+func PlanQuantization(ck *checkpoint.Checkpoint, opt Options) (*qformat.Plan, error) {
+	pol := opt.Policy
+	if pol == nil {
+		pol = StaticPolicy(ck, nil)
+	}
+	inputs := make([]qformat.Input, len(ck.Tensors))
+	for i, t := range ck.Tensors {
+		inputs[i] = qformat.Input{Name: t.Name, DType: t.DType, Shape: t.Shape}
+	}
+	shard := opt.MaxShardSize
+	if shard == 0 {
+		shard = DefaultMaxShardSize
+	}
+	return qformat.Build(inputs, pol.Decide, qformat.Options{
+		GroupSize:    opt.GroupSize,
+		MaxShardSize: shard,
+		Config:       ck.Config,
+		PolicyName:   pol.Name(),
+	})
+}
+
+// Result reports a finished quantization.
+type Result struct {
+	Output   string            `json:"output"`
+	Backend  string            `json:"backend"`
+	Estimate *qformat.Estimate `json:"estimate"`
+	// WrittenBytes is the size of every file in the output directory,
+	// measured after writing.
+	WrittenBytes int64 `json:"written_bytes"`
+}
+
+// blockElems bounds the elements converted at a time, so that memory stays
+// at a few tens of MiB whatever the tensor size.
+const blockElems = 1 << 22
+
+// Quantize writes the quantized checkpoint described by plan into out.
+func Quantize(ctx context.Context, ck *checkpoint.Checkpoint, plan *qformat.Plan, out string, opt Options) (*Result, error) {
+	if err := checkOutput(ck.Path, out); err != nil {
+		return nil, err
+	}
+	be := opt.backend()
+	w, err := shards.CreateLayout(out, plan.Layout, opt.Force)
+	if err != nil {
+		return nil, quant.InputError(err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			w.Abort()
+		}
+	}()
+	q := newQuantizer(plan, be, w, opt.Progress)
+	for i := range plan.Items {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		it := &plan.Items[i]
+		t, found := ck.Lookup(it.Input.Name)
+		if !found {
+			return nil, fmt.Errorf("tensor %q vanished from the checkpoint", it.Input.Name)
+		}
+		if err := q.tensor(ctx, t, it); err != nil {
+			var te *quant.TensorError
+			if !errors.As(err, &te) {
+				err = &quant.TensorError{File: t.File.Path(), Tensor: t.Name, Err: err}
+			}
+			return nil, err
+		}
+		t.Release()
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	ok = true
+	written, err := DirBytes(out)
+	if err != nil {
+		return nil, err
+	}
+	return &Result{Output: out, Backend: be.Name(), Estimate: plan.Estimate(0), WrittenBytes: written}, nil
+}
+
+// checkOutput refuses an output that is, or contains, the input.
+func checkOutput(in, out string) error {
+	ai, err1 := filepath.Abs(in)
+	ao, err2 := filepath.Abs(out)
+	if err := errors.Join(err1, err2); err != nil {
+		return err
+	}
+	if fi, err := os.Stat(ai); err == nil && !fi.IsDir() {
+		ai = filepath.Dir(ai)
+	}
+	if ai == ao || strings.HasPrefix(ai+string(filepath.Separator), ao+string(filepath.Separator)) {
+		return quant.InputError(fmt.Errorf("output %s would overwrite the input %s", out, in))
+	}
+	return nil
+}
+
+// DirBytes sums the sizes of the regular files in dir (not recursive).
+func DirBytes(dir string) (int64, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil {
+			return 0, err
+		}
+		if fi.Mode().IsRegular() {
+			n += fi.Size()
+		}
+	}
+	return n, nil
+}
+
+// quantizer holds the buffers reused across tensors.
+type quantizer struct {
+	be       quant.Backend
+	w        *shards.Writer
+	progress func(string, int64)
+	f32      []float32
+	bytes    []byte
+	scales   []uint16
+}
+
+func newQuantizer(plan *qformat.Plan, be quant.Backend, w *shards.Writer, progress func(string, int64)) *quantizer {
+	return &quantizer{be: be, w: w, progress: progress}
+}
+
+func (q *quantizer) report(name string, n int64) {
+	if q.progress != nil {
+		q.progress(name, n)
+	}
+}
+
+// tensor converts one input tensor block by block.
+func (q *quantizer) tensor(ctx context.Context, t *checkpoint.Tensor, it *qformat.Item) error {
+	raw := t.Raw()
+	esz := t.DType.Size()
+	n := int(it.Input.NumElements())
+	if it.Decision.Keep {
+		// Kept tensors are copied verbatim, but a NaN or Inf is still an
+		// error: a checkpoint with one is broken whatever we store.
+		for lo := 0; lo < n; lo += blockElems {
+			hi := min(n, lo+blockElems)
+			if err := q.load(raw, t.DType, lo, hi); err != nil {
+				return err
+			}
+			if err := q.w.Write(it.Outputs[0].Name, raw[lo*esz:hi*esz]); err != nil {
+				return err
+			}
+			q.report(t.Name, int64((hi-lo)*esz))
+		}
+		return nil
+	}
+	switch it.Decision.Precision {
+	case quant.F32, quant.F16:
+		for lo := 0; lo < n; lo += blockElems {
+			hi := min(n, lo+blockElems)
+			if err := q.load(raw, t.DType, lo, hi); err != nil {
+				return err
+			}
+			b, err := q.encode(it.Outputs[0].DType, lo)
+			if err != nil {
+				return err
+			}
+			if err := q.w.Write(it.Outputs[0].Name, b); err != nil {
+				return err
+			}
+			q.report(t.Name, int64((hi-lo)*esz))
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+		return nil
+	default:
+		return q.quantized(ctx, t, it)
+	}
+}
+
+// quantized streams blocks of whole rows through the backend.
+func (q *quantizer) quantized(ctx context.Context, t *checkpoint.Tensor, it *qformat.Item) error {
+	l := it.Layout
+	raw := t.Raw()
+	esz := t.DType.Size()
+	rowsPer := max(1, blockElems/l.Cols)
+	allScales := make([]uint16, 0, l.NumScales())
+	for r0 := 0; r0 < l.Rows; r0 += rowsPer {
+		r1 := min(l.Rows, r0+rowsPer)
+		bl := l
+		bl.Rows = r1 - r0
+		lo, hi := r0*l.Cols, r1*l.Cols
+		if err := q.decode(raw, t.DType, lo, hi); err != nil {
+			return err
+		}
+		sc := grow16(&q.scales, bl.NumScales())
+		packed := grow8(&q.bytes, bl.PackedBytes())
+		if err := quantizeBlock(q.be, packed, sc, q.f32, bl); err != nil {
+			return shiftError(err, r0, l.Cols, l.GroupsPerRow())
+		}
+		if err := q.w.Write(it.Outputs[0].Name, packed); err != nil {
+			return err
+		}
+		allScales = append(allScales, sc...)
+		q.report(t.Name, int64((hi-lo)*esz))
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	buf := grow8(&q.bytes, 2*len(allScales))
+	for i, s := range allScales {
+		binary.LittleEndian.PutUint16(buf[2*i:], s)
+	}
+	return q.w.Write(it.Outputs[1].Name, buf)
+}
+
+// quantizeBlock computes scales and codes, in one pass when the backend can.
+func quantizeBlock(be quant.Backend, packed []byte, scales []uint16, w []float32, l quant.Layout) error {
+	if f, ok := be.(quant.FusedQuantizer); ok {
+		return f.QuantizeGroups(packed, scales, w, l)
+	}
+	if err := be.GroupScales(scales, w, l); err != nil {
+		return err
+	}
+	return be.Quantize(packed, w, scales, l)
+}
+
+// shiftError makes block-relative positions in an error tensor-relative.
+func shiftError(err error, row0, cols, groups int) error {
+	var nf *quant.NonFiniteError
+	if errors.As(err, &nf) {
+		return quant.InputError(&quant.NonFiniteError{Index: nf.Index + row0*cols, Value: nf.Value})
+	}
+	var so *quant.ScaleOverflowError
+	if errors.As(err, &so) {
+		return quant.InputError(&quant.ScaleOverflowError{Row: so.Row + row0, Group: so.Group, AbsMax: so.AbsMax})
+	}
+	return err
+}
+
+// decode converts elements [lo, hi) of raw into q.f32.
+func (q *quantizer) decode(raw []byte, dt safetensors.DType, lo, hi int) error {
+	esz := dt.Size()
+	dst := grow32(&q.f32, hi-lo)
+	return checkpoint.DecodeFloat32(dst, raw[lo*esz:hi*esz], dt)
+}
+
+// load decodes a block and rejects non-finite values with their index.
+func (q *quantizer) load(raw []byte, dt safetensors.DType, lo, hi int) error {
+	if err := q.decode(raw, dt, lo, hi); err != nil {
+		return err
+	}
+	for i, v := range q.f32 {
+		if !quant.IsFinite(v) {
+			return quant.InputError(&quant.NonFiniteError{Index: lo + i, Value: v})
+		}
+	}
+	return nil
+}
+
+// encode narrows the block to dt, refusing finite values that overflow it.
+func (q *quantizer) encode(dt safetensors.DType, lo int) ([]byte, error) {
+	b := grow8(&q.bytes, dt.Size()*len(q.f32))
+	if err := checkpoint.EncodeFloat32(b, q.f32, dt); err != nil {
+		return nil, quant.InputError(fmt.Errorf("block at element %d: %w", lo, err))
+	}
+	return b, nil
+}
+
+func grow32(s *[]float32, n int) []float32 {
+	if cap(*s) < n {
+		*s = make([]float32, n)
+	}
+	*s = (*s)[:n]
+	return *s
+}
+
+func grow16(s *[]uint16, n int) []uint16 {
+	if cap(*s) < n {
+		*s = make([]uint16, n)
+	}
+	*s = (*s)[:n]
+	return *s
+}
+
+func grow8(s *[]byte, n int) []byte {
+	if cap(*s) < n {
+		*s = make([]byte, n)
+	}
+	*s = (*s)[:n]
+	return *s
+}
+
+// WriteJSON writes v as indented JSON to path atomically.
+func WriteJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
