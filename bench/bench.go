@@ -1,0 +1,184 @@
+package bench
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/mixq/mixq/quant"
+)
+
+// Row is one measurement.
+type Row struct {
+	Backend   string  `json:"backend"`
+	Op        string  `json:"op"`
+	Shape     string  `json:"shape"`
+	Precision string  `json:"precision,omitempty"`
+	Bytes     int64   `json:"bytes"` // bytes the op must move, counted once
+	Seconds   float64 `json:"seconds"`
+	GBps      float64 `json:"gb_per_s"`
+	// VsCopy is GBps over the memcpy baseline of the same backend and run.
+	VsCopy float64 `json:"vs_copy"`
+}
+
+// Options selects the work.
+type Options struct {
+	Quick    bool
+	Backends []quant.Backend
+	// Budget is the time spent per measurement (default 1s, 0.2s quick).
+	Budget time.Duration
+}
+
+// Shape is a weight matrix shape.
+type Shape struct{ Rows, Cols int }
+
+func (s Shape) String() string { return fmt.Sprintf("%dx%d", s.Rows, s.Cols) }
+
+// Shapes returns the benchmark shapes: a 7B attention projection and a
+// 7B MLP projection.
+func Shapes(quick bool) []Shape {
+	if quick {
+		return []Shape{{4096, 4096}}
+	}
+	return []Shape{{4096, 4096}, {11008, 4096}}
+}
+
+// Run measures every op on every backend.
+func Run(opt Options) ([]Row, error) {
+	budget := opt.Budget
+	if budget == 0 {
+		budget = time.Second
+		if opt.Quick {
+			budget = 200 * time.Millisecond
+		}
+	}
+	var rows []Row
+	for _, sh := range Shapes(opt.Quick) {
+		n := sh.Rows * sh.Cols
+		w := make([]float32, n)
+		fillHeavyTailed(w, 1)
+		src := make([]float32, n)
+		dst := make([]float32, n)
+		copy(src, w)
+		copyBytes := int64(8 * n) // read + write
+		copySec := median(budget, func() { copy(dst, src) })
+		base := float64(copyBytes) / copySec / 1e9
+		rows = append(rows, Row{Backend: "host", Op: "memcpy", Shape: sh.String(), Bytes: copyBytes, Seconds: copySec, GBps: base, VsCopy: 1})
+		for _, be := range opt.Backends {
+			r, err := runBackend(be, sh, w, budget, base, opt.Quick)
+			if err != nil {
+				return nil, fmt.Errorf("%s %v: %w", be.Name(), sh, err)
+			}
+			rows = append(rows, r...)
+		}
+	}
+	return rows, nil
+}
+
+func runBackend(be quant.Backend, sh Shape, w []float32, budget time.Duration, base float64, quick bool) ([]Row, error) {
+	var rows []Row
+	add := func(op string, p quant.Precision, bytes int64, sec float64) {
+		gb := float64(bytes) / sec / 1e9
+		prec := ""
+		if p != 0 {
+			prec = p.String()
+		}
+		rows = append(rows, Row{Backend: be.Name(), Op: op, Shape: sh.String(), Precision: prec, Bytes: bytes, Seconds: sec, GBps: gb, VsCopy: gb / base})
+	}
+	n := sh.Rows * sh.Cols
+	deq := make([]float32, n)
+	for _, p := range []quant.Precision{quant.INT8, quant.INT4} {
+		l := quant.Layout{Rows: sh.Rows, Cols: sh.Cols, GroupSize: quant.DefaultGroupSize, Precision: p}
+		scales := make([]uint16, l.NumScales())
+		packed := make([]byte, l.PackedBytes())
+		qBytes := int64(l.PackedBytes() + 2*l.NumScales())
+		var err error
+		sec := median(budget, func() {
+			if e := be.GroupScales(scales, w, l); e != nil {
+				err = e
+			}
+			if e := be.Quantize(packed, w, scales, l); e != nil {
+				err = e
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+		// Quantize reads the floats and writes codes and scales.
+		add("quantize", p, int64(4*n)+qBytes, sec)
+		sec = median(budget, func() {
+			if e := be.Dequantize(deq, packed, scales, l); e != nil {
+				err = e
+			}
+		})
+		add("dequantize", p, qBytes+int64(4*n), sec)
+		ms := []int{1, 16}
+		if quick {
+			ms = []int{1}
+		}
+		for _, m := range ms {
+			x := make([]float32, m*sh.Cols)
+			fillHeavyTailed(x, 2)
+			y := make([]float32, m*sh.Rows)
+			sec = median(budget, func() {
+				if e := be.MatMul(y, x, m, packed, scales, l); e != nil {
+					err = e
+				}
+			})
+			add(fmt.Sprintf("matmul m=%d", m), p, qBytes+int64(4*len(x)+4*len(y)), sec)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	// Activation statistics over as many tokens as the matrix has rows.
+	st := quant.NewStats(sh.Cols)
+	var err error
+	sec := median(budget, func() {
+		st.Count = 0
+		if e := be.ChannelStats(st, w, sh.Rows); e != nil {
+			err = e
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	add("channel-stats", 0, int64(4*n), sec)
+	return rows, nil
+}
+
+// median runs f once to warm up, then repeatedly until the budget is
+// spent (at least 3 runs), and returns the median duration in seconds.
+func median(budget time.Duration, f func()) float64 {
+	f()
+	var ts []float64
+	start := time.Now()
+	for len(ts) < 3 || time.Since(start) < budget {
+		t0 := time.Now()
+		f()
+		ts = append(ts, time.Since(t0).Seconds())
+		if len(ts) >= 1000 {
+			break
+		}
+	}
+	slices.Sort(ts)
+	return ts[len(ts)/2]
+}
+
+// fillHeavyTailed fills w with Student-t(4)-like values and rare outliers.
+func fillHeavyTailed(w []float32, seed uint64) {
+	r := rand.New(rand.NewPCG(seed, 0x6d69787101))
+	for i := range w {
+		z := r.NormFloat64()
+		// A normal over the root of a scaled chi-square with 4 degrees of
+		// freedom is Student-t(4).
+		c := (r.ExpFloat64() + r.ExpFloat64()) / 2
+		v := 0.02 * z / math.Sqrt(c)
+		if r.IntN(10000) == 0 {
+			v *= 20
+		}
+		w[i] = float32(v)
+	}
+}

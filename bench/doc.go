@@ -1,0 +1,10 @@
+// Package bench measures kernel throughput of every available backend next
+// to a memory-copy baseline taken in the same run, for mixq bench. Go's
+// testing.B benchmarks (cpu/bench_test.go) cover the same ground for
+// developers; this package serves whole-program, machine-readable runs.
+//
+// Each measurement repeats the operation until a time budget is spent and
+// reports the median run, so a single slow run (a page fault, a scheduler
+// hiccup) does not decide the figure. Inputs are heavy-tailed random data,
+// never zeros, which could run faster than real weights.
+package bench
