@@ -1,0 +1,122 @@
+package main
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mixq/mixq/checkpoint"
+	"github.com/mixq/mixq/policy"
+	"github.com/mixq/mixq/qformat"
+	"github.com/mixq/mixq/safetensors"
+)
+
+// inspectTensor is one row of mixq inspect.
+type inspectTensor struct {
+	Name       string            `json:"name"`
+	Component  policy.Component  `json:"component"`
+	Shape      []int64           `json:"shape"`
+	DType      safetensors.DType `json:"dtype"`
+	Precision  string            `json:"precision"`
+	GroupSize  int               `json:"group_size,omitempty"`
+	Parameters int64             `json:"parameters"`
+	Bytes      int64             `json:"bytes"`
+	BitsPerW   float64           `json:"bits_per_weight"`
+	File       string            `json:"file"`
+}
+
+type inspectReport struct {
+	Path       string          `json:"path"`
+	Quantized  bool            `json:"quantized"`
+	Format     string          `json:"format,omitempty"`
+	Files      []string        `json:"files"`
+	Parameters int64           `json:"parameters"`
+	Bytes      int64           `json:"tensor_bytes"`
+	Tensors    []inspectTensor `json:"tensors"`
+}
+
+func newInspectCmd() *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "inspect PATH",
+		Short: "List the tensors of an original or quantized checkpoint",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			rep, err := inspect(args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(c.OutOrStdout(), rep)
+			}
+			printInspect(c.OutOrStdout(), rep)
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func inspect(path string) (*inspectReport, error) {
+	ck, err := checkpoint.Open(path, checkpoint.Options{AllowedDTypes: []safetensors.DType{
+		safetensors.F32, safetensors.F16, safetensors.BF16, safetensors.I8, safetensors.U8,
+	}})
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Close()
+	rep := &inspectReport{Path: ck.Path, Files: ck.ShardFiles()}
+	add := func(t inspectTensor) {
+		if t.Parameters > 0 {
+			t.BitsPerW = float64(8*t.Bytes) / float64(t.Parameters)
+		}
+		rep.Parameters += t.Parameters
+		rep.Bytes += t.Bytes
+		rep.Tensors = append(rep.Tensors, t)
+	}
+	if qformat.IsQuantized(ck) {
+		m, err := qformat.FromCheckpoint(ck)
+		if err != nil {
+			return nil, err
+		}
+		rep.Quantized, rep.Format = true, qformat.Format
+		for _, e := range m.Entries {
+			add(inspectTensor{
+				Name: e.Name, Component: policy.Classify(e.Name), Shape: e.Record.Shape, DType: e.Record.DType,
+				Precision: e.Record.Precision, GroupSize: e.Record.GroupSize,
+				Parameters: e.NumElements(), Bytes: e.StoredBytes(), File: e.File(),
+			})
+		}
+		return rep, nil
+	}
+	for _, t := range ck.Tensors {
+		if t.DType == safetensors.I8 || t.DType == safetensors.U8 {
+			return nil, fmt.Errorf("%s: tensor %q has dtype %s but the checkpoint has no mixq metadata", t.File.Path(), t.Name, t.DType)
+		}
+		add(inspectTensor{
+			Name: t.Name, Component: policy.Classify(t.Name), Shape: t.Shape, DType: t.DType,
+			Precision: string(t.DType), Parameters: t.NumElements(), Bytes: int64(len(t.Raw())), File: t.File.Path(),
+		})
+	}
+	return rep, nil
+}
+
+func printInspect(w io.Writer, rep *inspectReport) {
+	kind := "original checkpoint"
+	if rep.Quantized {
+		kind = "mixq checkpoint (" + rep.Format + ")"
+	}
+	fmt.Fprintf(w, "%s: %s, %d files, %d tensors, %d parameters, %s of tensor data\n\n",
+		rep.Path, kind, len(rep.Files), len(rep.Tensors), rep.Parameters, human(rep.Bytes))
+	tw := newTable(w)
+	fmt.Fprintln(tw, "TENSOR\tSHAPE\tDTYPE\tPRECISION\tGROUP\tBYTES\tBITS/W\tCOMPONENT")
+	for _, t := range rep.Tensors {
+		g := "-"
+		if t.GroupSize > 0 {
+			g = fmt.Sprint(t.GroupSize)
+		}
+		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\t%d\t%.3f\t%s\n", t.Name, t.Shape, t.DType, t.Precision, g, t.Bytes, t.BitsPerW, t.Component)
+	}
+	tw.Flush()
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mixq/mixq/qformat"
+	"github.com/mixq/mixq/safetensors"
+)
+
+// runCLI runs the command line in-process and returns exit code, stdout, stderr.
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestPipelineOnSynthetic(t *testing.T) {
+	dir := t.TempDir()
+	in, q, deq := filepath.Join(dir, "in"), filepath.Join(dir, "q"), filepath.Join(dir, "deq")
+
+	code, _, stderr := runCLI(t, "synth", "--preset", "tiny-moe", "--seed", "7", "-o", in)
+	require.Equal(t, 0, code, stderr)
+	code, _, _ = runCLI(t, "synth", "--preset", "tiny-moe", "-o", in)
+	assert.Equal(t, 2, code, "existing synth output needs --force")
+
+	code, stdout, stderr := runCLI(t, "estimate", in, "--json")
+	require.Equal(t, 0, code, stderr)
+	var est qformat.Estimate
+	require.NoError(t, json.Unmarshal([]byte(stdout), &est))
+	assert.Equal(t, 6.0, est.TargetCompression)
+	assert.NotEmpty(t, est.ByPrecision)
+	assert.NotEmpty(t, est.ByComponent)
+
+	code, stdout, stderr = runCLI(t, "quantize", in, "-o", q, "--json", "--explain")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stderr, "builtin:moe-experts", "--explain names the rule")
+	var res struct {
+		WrittenBytes int64 `json:"written_bytes"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &res))
+	assert.Equal(t, est.MixedPrecisionBytes, res.WrittenBytes)
+
+	code, _, stderr = runCLI(t, "quantize", in, "-o", q)
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "--force")
+
+	code, stdout, stderr = runCLI(t, "inspect", q, "--json")
+	require.Equal(t, 0, code, stderr)
+	var rep inspectReport
+	require.NoError(t, json.Unmarshal([]byte(stdout), &rep))
+	assert.True(t, rep.Quantized)
+	precs := map[string]int{}
+	for _, tt := range rep.Tensors {
+		precs[tt.Precision]++
+	}
+	// tiny-moe: 2 layers × 4 experts × 3 matrices in INT4.
+	assert.Equal(t, 24, precs["int4"])
+
+	code, stdout, stderr = runCLI(t, "inspect", in)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stdout, "original checkpoint")
+
+	code, _, stderr = runCLI(t, "dequantize", q, "-o", deq, "--dtype", "bf16")
+	require.Equal(t, 0, code, stderr)
+	code, stdout, stderr = runCLI(t, "inspect", deq, "--json")
+	require.Equal(t, 0, code, stderr)
+	var back inspectReport
+	require.NoError(t, json.Unmarshal([]byte(stdout), &back))
+	assert.False(t, back.Quantized)
+	assert.Equal(t, rep.Parameters, back.Parameters)
+}
+
+func TestBadInputExitsTwo(t *testing.T) {
+	dir := t.TempDir()
+	code, _, stderr := runCLI(t, "quantize", filepath.Join(dir, "missing"), "-o", filepath.Join(dir, "o"))
+	assert.Equal(t, 2, code, stderr)
+
+	code, _, _ = runCLI(t, "quantize", "--no-such-flag")
+	assert.Equal(t, 2, code)
+	code, _, _ = runCLI(t, "frobnicate")
+	assert.Equal(t, 2, code)
+
+	// A NaN weight: the message names the file, the tensor and the index,
+	// and nothing is left behind.
+	bad := filepath.Join(dir, "nan.safetensors")
+	w := make([]float32, 4*8)
+	for i := range w {
+		w[i] = float32(i) / 10
+	}
+	w[13] = float32(math.NaN())
+	writeF32(t, bad, "model.layers.0.mlp.up_proj.weight", []int64{4, 8}, w)
+	out := filepath.Join(dir, "nanq")
+	code, _, stderr = runCLI(t, "quantize", bad, "-o", out)
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "model.layers.0.mlp.up_proj.weight")
+	assert.Contains(t, stderr, "index 13")
+	assert.Contains(t, stderr, "nan.safetensors")
+	assert.NoDirExists(t, out)
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		assert.NotContains(t, e.Name(), ".tmp-", "temporary output left behind")
+	}
+
+	// An impossible group size.
+	good := filepath.Join(dir, "good.safetensors")
+	w[13] = 1
+	writeF32(t, good, "w", []int64{4, 8}, w)
+	code, _, stderr = runCLI(t, "quantize", good, "-o", out, "--group-size", "0")
+	assert.Equal(t, 2, code, stderr)
+
+	// An unsupported dtype names the tensor.
+	i64 := filepath.Join(dir, "i64.safetensors")
+	sw, err := safetensors.Create(i64, []safetensors.Spec{{Name: "position_ids", DType: safetensors.I64, Shape: []int64{2}}}, nil)
+	require.NoError(t, err)
+	require.NoError(t, sw.Write("position_ids", make([]byte, 16)))
+	require.NoError(t, sw.Close())
+	code, _, stderr = runCLI(t, "estimate", i64)
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "position_ids")
+	assert.Contains(t, stderr, "I64")
+
+	// Truncated file.
+	raw, err := os.ReadFile(good)
+	require.NoError(t, err)
+	trunc := filepath.Join(dir, "trunc.safetensors")
+	require.NoError(t, os.WriteFile(trunc, raw[:len(raw)-5], 0o644))
+	code, _, stderr = runCLI(t, "inspect", trunc)
+	assert.Equal(t, 2, code, stderr)
+	assert.Contains(t, stderr, "trunc.safetensors")
+}
+
+func writeF32(t *testing.T, path, name string, shape []int64, w []float32) {
+	t.Helper()
+	sw, err := safetensors.Create(path, []safetensors.Spec{{Name: name, DType: safetensors.F32, Shape: shape}}, nil)
+	require.NoError(t, err)
+	b := make([]byte, 4*len(w))
+	for i, v := range w {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+	}
+	require.NoError(t, sw.Write(name, b))
+	require.NoError(t, sw.Close())
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]int64{"5GB": 5e9, "500MB": 5e8, "2GiB": 2 << 30, "1024": 1024, "1.5kB": 1500} {
+		got, err := parseSize(in)
+		require.NoError(t, err, in)
+		assert.Equal(t, want, got, in)
+	}
+	for _, bad := range []string{"", "-1", "GB", "x"} {
+		_, err := parseSize(bad)
+		assert.Error(t, err, bad)
+	}
+}
+
+// The issue's acceptance check: `mixq estimate --json` on the real model
+// equals the bytes `mixq quantize` writes.
+func TestEstimateMatchesQuantizeOnStories260K(t *testing.T) {
+	in := filepath.Join("..", "..", "..", "shared", "testdata", "stories260K")
+	if _, err := os.Stat(filepath.Join(in, "model.safetensors")); err != nil {
+		t.Skipf("stories260K not available at %s: %v", in, err)
+	}
+	code, stdout, stderr := runCLI(t, "estimate", in, "--json")
+	require.Equal(t, 0, code, stderr)
+	var est qformat.Estimate
+	require.NoError(t, json.Unmarshal([]byte(stdout), &est))
+	// Tied embeddings (no lm_head), grouped-query k/v of 4 heads × 8 = 32 rows.
+	assert.Equal(t, int64(512*64+5*(2*64*64+2*32*64+3*64*172+2*64)+64), est.TotalParameters)
+
+	out := filepath.Join(t.TempDir(), "q")
+	code, _, stderr = runCLI(t, "quantize", in, "-o", out)
+	require.Equal(t, 0, code, stderr)
+	var onDisk int64
+	ents, err := os.ReadDir(out)
+	require.NoError(t, err)
+	for _, e := range ents {
+		fi, err := e.Info()
+		require.NoError(t, err)
+		onDisk += fi.Size()
+	}
+	assert.Equal(t, est.MixedPrecisionBytes, onDisk)
+}

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mixq/mixq"
+	"github.com/mixq/mixq/qformat"
+)
+
+func newQuantizeCmd() *cobra.Command {
+	var (
+		pf      planFlags
+		out     string
+		backend string
+		force   bool
+		asJSON  bool
+	)
+	c := &cobra.Command{
+		Use:   "quantize IN -o OUT",
+		Short: "Quantize a checkpoint to mixed precision",
+		Long: `Quantize a safetensors checkpoint (one file, or a Hugging Face directory with
+shards) into a mixq checkpoint directory. The output is written under a
+temporary name and renamed when complete.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if out == "" {
+				return usagef("quantize needs -o OUT")
+			}
+			be, err := openBackend(backend)
+			if err != nil {
+				return err
+			}
+			ck, err := mixq.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer ck.Close()
+			opt, err := pf.options(ck)
+			if err != nil {
+				return err
+			}
+			plan, err := mixq.PlanQuantization(ck, opt)
+			if err != nil {
+				return err
+			}
+			if pf.explain {
+				printExplain(c.ErrOrStderr(), plan)
+			}
+			var inBytes int64
+			for _, t := range ck.Tensors {
+				inBytes += int64(len(t.Raw()))
+			}
+			p := &tensorProgress{bar: newProgress(c.ErrOrStderr(), inBytes, "quantize"), label: "quantize", total: len(plan.Items)}
+			opt.Backend, opt.Force, opt.Progress = be, force, p.add
+			res, err := mixq.Quantize(c.Context(), ck, plan, out, opt)
+			p.finish()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(c.OutOrStdout(), res)
+			}
+			w := c.OutOrStdout()
+			fmt.Fprintf(w, "wrote %s with backend %s\n", res.Output, res.Backend)
+			printEstimate(w, res.Estimate)
+			fmt.Fprintf(w, "bytes on disk: %d (estimate %d)\n", res.WrittenBytes, res.Estimate.MixedPrecisionBytes)
+			return nil
+		},
+	}
+	pf.register(c)
+	c.Flags().StringVarP(&out, "output", "o", "", "output directory")
+	c.Flags().StringVar(&backend, "backend", "auto", "compute backend: auto|cpu")
+	c.Flags().BoolVar(&force, "force", false, "replace an existing output")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return c
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printExplain lists each tensor's decision and the rule behind it.
+func printExplain(w io.Writer, plan *qformat.Plan) {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "TENSOR\tSHAPE\tCOMPONENT\tPRECISION\tRULE\tSOURCE\tNOTE")
+	for _, it := range plan.Items {
+		d := it.Decision
+		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\t%s\t%s\n", it.Input.Name, it.Input.Shape, d.Component, it.Record.Precision, dash(d.Rule), dash(d.Source), d.Reason)
+	}
+	tw.Flush()
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
