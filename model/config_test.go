@@ -1,0 +1,229 @@
+package model
+
+import (
+	"encoding/json"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/mixq/mixq/quant"
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseConfig(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(requireStories(t), "config.json"))
+	require.NoError(t, err)
+	c, err := ParseConfig(raw)
+	require.NoError(t, err)
+	require.Equal(t, &Config{
+		Arch: ArchLlama, Hidden: 64, Intermediate: 172, Layers: 5, Heads: 8, KVHeads: 4, HeadDim: 8, Vocab: 512,
+		NormEps: 1e-5, RopeTheta: 10000, Tied: true, MaxPositions: 512,
+	}, c)
+}
+
+func TestParseConfigDefaultsAndVariants(t *testing.T) {
+	base := map[string]any{
+		"model_type": "llama", "hidden_size": 128, "intermediate_size": 256,
+		"num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100,
+	}
+	parse := func(t *testing.T, extra map[string]any) (*Config, error) {
+		obj := map[string]any{}
+		for k, v := range base {
+			obj[k] = v
+		}
+		for k, v := range extra {
+			obj[k] = v
+		}
+		raw, err := json.Marshal(obj)
+		require.NoError(t, err)
+		return ParseConfig(raw)
+	}
+
+	c, err := parse(t, nil)
+	require.NoError(t, err)
+	require.Equal(t, 4, c.KVHeads, "num_key_value_heads defaults to the heads")
+	require.Equal(t, 32, c.HeadDim)
+	require.Equal(t, 1e-6, c.NormEps)
+	require.Equal(t, 10000.0, c.RopeTheta)
+	require.False(t, c.Tied)
+	require.Nil(t, c.RopeScaling)
+
+	c, err = parse(t, map[string]any{"head_dim": 16, "num_key_value_heads": 2, "rope_scaling": nil, "sliding_window": nil})
+	require.NoError(t, err)
+	require.Equal(t, 16, c.HeadDim)
+	require.Equal(t, 2, c.KVHeads)
+
+	c, err = parse(t, map[string]any{"architectures": []string{"MixtralForCausalLM"}, "model_type": "mixtral"})
+	require.NoError(t, err)
+	require.Equal(t, ArchMixtral, c.Arch)
+	require.Equal(t, 8, c.Experts)
+	require.Equal(t, 2, c.ExpertsPerToken)
+
+	c, err = parse(t, map[string]any{"rope_scaling": map[string]any{"type": "linear", "factor": 4.0}})
+	require.NoError(t, err)
+	require.Equal(t, &RopeScaling{Type: RopeLinear, Factor: 4}, c.RopeScaling)
+	c, err = parse(t, map[string]any{"rope_scaling": map[string]any{"rope_type": "default"}})
+	require.NoError(t, err)
+	require.Nil(t, c.RopeScaling)
+	c, err = parse(t, map[string]any{"rope_parameters": map[string]any{"rope_type": "default", "rope_theta": 500000.0}})
+	require.NoError(t, err)
+	require.Equal(t, 500000.0, c.RopeTheta)
+
+	for _, tc := range []struct {
+		extra map[string]any
+		msg   string
+	}{
+		{map[string]any{"architectures": []string{"GPT2LMHeadModel"}}, "architecture GPT2LMHeadModel is not supported"},
+		{map[string]any{"model_type": "gpt2"}, `model_type "gpt2" is not supported`},
+		{map[string]any{"model_type": ""}, "names the architecture"},
+		{map[string]any{"hidden_act": "gelu"}, `hidden_act "gelu"`},
+		{map[string]any{"attention_bias": true}, "attention_bias"},
+		{map[string]any{"rope_scaling": map[string]any{"type": "yarn", "factor": 4.0}}, `type "yarn" is not supported`},
+		{map[string]any{"rope_scaling": map[string]any{"type": "dynamic", "factor": 4.0}}, `type "dynamic" is not supported`},
+		{map[string]any{"rope_scaling": map[string]any{"type": "linear"}}, "has no factor"},
+		{map[string]any{"rope_scaling": map[string]any{"rope_type": "llama3", "factor": 8.0}}, "needs low_freq_factor"},
+		{map[string]any{"rope_scaling": map[string]any{"type": "linear", "factor": -1.0}}, "factor must be positive"},
+		{map[string]any{"num_key_value_heads": 3}, "must divide"},
+		{map[string]any{"hidden_size": 0}, "hidden_size must be positive"},
+		{map[string]any{"head_dim": 7}, "must be even"},
+		{map[string]any{"model_type": "mixtral", "num_local_experts": 2, "num_experts_per_tok": 3}, "num_experts_per_tok"},
+	} {
+		_, err := parse(t, tc.extra)
+		require.ErrorContains(t, err, tc.msg, "%v", tc.extra)
+		require.ErrorIs(t, err, quant.ErrInput)
+	}
+	_, err = ParseConfig([]byte("[1]"))
+	require.ErrorIs(t, err, quant.ErrInput)
+}
+
+func TestInvFreq(t *testing.T) {
+	c := &Config{HeadDim: 8, RopeTheta: 10000}
+	require.Equal(t, []float32{1, 0.1, 0.01, 0.001}, c.InvFreq())
+
+	c.RopeScaling = &RopeScaling{Type: RopeLinear, Factor: 2}
+	require.Equal(t, []float32{0.5, 0.05, 0.005, 0.0005}, c.InvFreq())
+
+	// Llama 3.1's published settings: wavelengths under 8192/4 keep their
+	// frequency, those over 8192/1 are divided by 8, those in between blend.
+	c = &Config{HeadDim: 128, RopeTheta: 500000, RopeScaling: &RopeScaling{
+		Type: RopeLlama3, Factor: 8, LowFreqFactor: 1, HighFreqFactor: 4, OriginalMaxPositions: 8192}}
+	inv := c.InvFreq()
+	require.Len(t, inv, 64)
+	blended := 0
+	for i, f := range inv {
+		base := 1 / math.Pow(500000, float64(2*i)/128)
+		wave := 2 * math.Pi / base
+		switch {
+		case wave < 2048:
+			require.Equal(t, float32(base), f, "pair %d", i)
+		case wave > 8192:
+			require.Equal(t, float32(base/8), f, "pair %d", i)
+		default:
+			blended++
+			s := (8192/wave - 1) / 3
+			require.InDelta(t, base*(s+(1-s)/8), float64(f), 1e-7*base, "pair %d", i)
+			require.Less(t, float64(f), base)
+			require.Greater(t, float64(f), base/8)
+		}
+	}
+	require.Positive(t, blended)
+}
+
+// copyStories writes stories260K's weights beside a config.json edited by edit.
+func copyStories(t *testing.T, edit func(map[string]any)) string {
+	src := requireStories(t)
+	dir := t.TempDir()
+	w, err := os.ReadFile(filepath.Join(src, "model.safetensors"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "model.safetensors"), w, 0o644))
+	raw, err := os.ReadFile(filepath.Join(src, "config.json"))
+	require.NoError(t, err)
+	cfg := map[string]any{}
+	require.NoError(t, json.Unmarshal(raw, &cfg))
+	edit(cfg)
+	raw, err = json.Marshal(cfg)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "config.json"), raw, 0o644))
+	return dir
+}
+
+func TestLoadErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		edit   func(map[string]any)
+		tensor string
+		msg    string
+	}{
+		{"missing layer", func(c map[string]any) { c["num_hidden_layers"] = 6 },
+			"model.layers.5.input_layernorm.weight", "missing"},
+		{"wrong intermediate", func(c map[string]any) { c["intermediate_size"] = 100 },
+			"model.layers.0.mlp.gate_proj.weight", "shape [172 64], config.json implies [100 64]"},
+		{"wrong kv heads", func(c map[string]any) { c["num_key_value_heads"] = 8 },
+			"model.layers.0.self_attn.k_proj.weight", "shape [32 64], config.json implies [64 64]"},
+		{"unused layer", func(c map[string]any) { c["num_hidden_layers"] = 4 },
+			"model.layers.4.input_layernorm.weight", "not part of a llama model"},
+		{"mixtral config", func(c map[string]any) { c["architectures"] = []string{"MixtralForCausalLM"} },
+			"model.layers.0.block_sparse_moe.gate.weight", "missing"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(copyStories(t, tc.edit), nil)
+			require.Error(t, err)
+			var te *quant.TensorError
+			require.True(t, errors.As(err, &te), "%v", err)
+			require.Equal(t, tc.tensor, te.Tensor)
+			require.ErrorContains(t, err, tc.msg)
+			require.ErrorIs(t, err, quant.ErrInput)
+		})
+	}
+	_, err := Load(copyStories(t, func(c map[string]any) { c["architectures"] = []string{"BertModel"} }), nil)
+	require.ErrorContains(t, err, "architecture BertModel is not supported")
+
+	dir := copyStories(t, func(map[string]any) {})
+	require.NoError(t, os.Remove(filepath.Join(dir, "config.json")))
+	_, err = Load(dir, nil)
+	require.ErrorContains(t, err, "no config.json")
+
+	_, err = Load(filepath.Join(t.TempDir(), "absent"), nil)
+	require.Error(t, err)
+}
+
+// An untied config over a checkpoint without lm_head.weight still uses the
+// embedding as the head.
+func TestHeadFallsBackToEmbedding(t *testing.T) {
+	m, err := Load(copyStories(t, func(c map[string]any) { c["tie_word_embeddings"] = false }), nil)
+	require.NoError(t, err)
+	defer m.Close()
+	require.False(t, m.Config.Tied)
+	require.Same(t, m.embed, m.head)
+}
+
+// A Mistral config's sliding window limits attention to the last
+// sliding_window positions.
+func TestSlidingWindow(t *testing.T) {
+	tokens, _ := storiesReference(t)
+	dir := copyStories(t, func(c map[string]any) {
+		c["architectures"] = []string{"MistralForCausalLM"}
+		c["model_type"] = "mistral"
+		c["sliding_window"] = 5
+	})
+	m, err := Load(dir, nil)
+	require.NoError(t, err)
+	defer m.Close()
+	require.Equal(t, ArchMistral, m.Config.Arch)
+	require.Equal(t, 5, m.Config.SlidingWindow)
+	n := 16
+	want := naiveForward(m.Config, floatGetter(t, dir), tokens[:n])
+	s := m.NewSession(1, n)
+	got, err := s.Forward([][]int{tokens[:n]}, nil)
+	require.NoError(t, err)
+	requireCloseToNaive(t, got, want, 2e-5)
+
+	// And it matters: without the window the logits differ.
+	full := loadStories(t)
+	l, err := full.NewSession(1, n).Forward([][]int{tokens[:n]}, nil)
+	require.NoError(t, err)
+	d, _ := maxAbsDiff(l[(n-1)*512:], got[(n-1)*512:])
+	require.Greater(t, d, 1e-2)
+}
