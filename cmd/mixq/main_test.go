@@ -166,10 +166,7 @@ func TestParseSize(t *testing.T) {
 // The issue's acceptance check: `mixq estimate --json` on the real model
 // equals the bytes `mixq quantize` writes.
 func TestEstimateMatchesQuantizeOnStories260K(t *testing.T) {
-	in := filepath.Join("..", "..", "..", "shared", "testdata", "stories260K")
-	if _, err := os.Stat(filepath.Join(in, "model.safetensors")); err != nil {
-		t.Skipf("stories260K not available at %s: %v", in, err)
-	}
+	in := stories(t)
 	code, stdout, stderr := runCLI(t, "estimate", in, "--json")
 	require.Equal(t, 0, code, stderr)
 	var est qformat.Estimate
@@ -189,4 +186,81 @@ func TestEstimateMatchesQuantizeOnStories260K(t *testing.T) {
 		onDisk += fi.Size()
 	}
 	assert.Equal(t, est.MixedPrecisionBytes, onDisk)
+}
+
+func stories(t *testing.T) string {
+	t.Helper()
+	in := filepath.Join("..", "..", "..", "shared", "testdata", "stories260K")
+	if _, err := os.Stat(filepath.Join(in, "model.safetensors")); err != nil {
+		t.Skipf("stories260K not available at %s: %v", in, err)
+	}
+	return in
+}
+
+// mixq eval reproduces the independent reference logits through
+// --logits-out, and compares a quantized model with the original.
+func TestEvalAndCalibrateOnStories260K(t *testing.T) {
+	in := stories(t)
+	dir := t.TempDir()
+	q, logits := filepath.Join(dir, "q"), filepath.Join(dir, "logits.f32")
+	code, _, stderr := runCLI(t, "quantize", in, "-o", q)
+	require.Equal(t, 0, code, stderr)
+
+	code, stdout, stderr := runCLI(t, "eval", "--model", in, "--quantized", q,
+		"--tokens", filepath.Join(in, "reference.json"), "--logits-out", logits, "--json")
+	require.Equal(t, 0, code, stderr)
+	var res struct {
+		Scored    int `json:"scored_positions"`
+		Quantized *struct {
+			Perplexity float64 `json:"perplexity"`
+		} `json:"quantized"`
+		KLMean float64 `json:"kl_mean"`
+		Top1   float64 `json:"top1_agreement"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &res))
+	assert.Equal(t, 255, res.Scored)
+	require.NotNil(t, res.Quantized)
+	assert.Greater(t, res.KLMean, 0.0)
+	assert.Greater(t, res.Top1, 0.8)
+
+	got, err := os.ReadFile(logits)
+	require.NoError(t, err)
+	want, err := os.ReadFile(filepath.Join(in, "reference_logits.f32"))
+	require.NoError(t, err)
+	require.Equal(t, len(want), len(got))
+	worst := 0.0
+	for i := 0; i < len(want); i += 4 {
+		a := math.Float32frombits(binary.LittleEndian.Uint32(got[i:]))
+		b := math.Float32frombits(binary.LittleEndian.Uint32(want[i:]))
+		worst = math.Max(worst, math.Abs(float64(a-b)))
+	}
+	t.Logf("max |logit − reference| = %.3g", worst)
+	assert.LessOrEqual(t, worst, 1e-4)
+
+	// Sampling is deterministic for a seed.
+	_, s1, _ := runCLI(t, "eval", "--model", in, "--sample", "2", "--seq-len", "16", "--seed", "3", "--json")
+	_, s2, _ := runCLI(t, "eval", "--model", in, "--sample", "2", "--seq-len", "16", "--seed", "3", "--json")
+	assert.Equal(t, stripRate(t, s1), stripRate(t, s2))
+
+	acts := filepath.Join(dir, "acts.safetensors")
+	code, _, stderr = runCLI(t, "calibrate", in, "--sample", "2", "--seq-len", "32", "-o", acts)
+	require.Equal(t, 0, code, stderr)
+	f, err := safetensors.Open(acts)
+	require.NoError(t, err)
+	defer f.Close()
+	ti, ok := f.Header().Lookup("model.layers.4.mlp.down_proj")
+	require.True(t, ok)
+	assert.Equal(t, []int64{64, 172}, ti.Shape, "2 sequences × 32 tokens of the 172-wide down_proj input")
+
+	code, _, _ = runCLI(t, "eval", "--model", in)
+	assert.Equal(t, 2, code, "no sequences is a usage error")
+}
+
+// stripRate removes the timing fields, which differ between runs.
+func stripRate(t *testing.T, s string) map[string]any {
+	t.Helper()
+	var v map[string]any
+	require.NoError(t, json.Unmarshal([]byte(s), &v))
+	delete(v["original"].(map[string]any), "tokens_per_sec")
+	return v
 }

@@ -47,6 +47,8 @@ kept for sensitive tensors, chosen per tensor by a policy.`,
 		newDequantizeCmd(),
 		newSynthCmd(),
 		newBenchCmd(),
+		newEvalCmd(),
+		newCalibrateCmd(),
 	)
 	return root
 }

@@ -1,0 +1,251 @@
+package eval
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/mixq/mixq/model"
+)
+
+// Stats of one model on the evaluation sequences.
+type Stats struct {
+	Perplexity    float64 `json:"perplexity"`
+	MeanNLL       float64 `json:"mean_nll"`
+	TokensPerSec  float64 `json:"tokens_per_sec"`
+	ForwardTokens int     `json:"forward_tokens"`
+}
+
+// Result compares a model (and optionally a quantized one) on sequences.
+type Result struct {
+	Sequences int `json:"sequences"`
+	// Scored is the number of predicted positions (length−1 per sequence).
+	Scored    int    `json:"scored_positions"`
+	Original  Stats  `json:"original"`
+	Quantized *Stats `json:"quantized,omitempty"`
+	// DeltaPerplexityPct is 100·(ppl_q − ppl)/ppl.
+	DeltaPerplexityPct float64 `json:"delta_perplexity_pct,omitempty"`
+	KLMean             float64 `json:"kl_mean,omitempty"`
+	KLP99              float64 `json:"kl_p99,omitempty"`
+	KLMax              float64 `json:"kl_max,omitempty"`
+	Top1Agreement      float64 `json:"top1_agreement,omitempty"`
+}
+
+// Options for Evaluate.
+type Options struct {
+	// Batch is how many sequences run together (default: all of them, up to 8).
+	Batch int
+	// Logits, when set, receives the original model's logits of each sequence
+	// ([len][vocab], position-major) as they are computed.
+	Logits func(seq int, logits []float32)
+}
+
+// Evaluate runs ref (and q, when not nil) over every sequence.
+func Evaluate(ref, q *model.Model, seqs [][]int, opt Options) (*Result, error) {
+	if len(seqs) == 0 {
+		return nil, errors.New("no sequences to evaluate")
+	}
+	vocab := ref.Config.Vocab
+	if q != nil && q.Config.Vocab != vocab {
+		return nil, fmt.Errorf("vocabularies differ: %d vs %d", vocab, q.Config.Vocab)
+	}
+	for i, s := range seqs {
+		if len(s) < 2 {
+			return nil, fmt.Errorf("sequence %d has %d tokens; need at least 2", i, len(s))
+		}
+		for j, tok := range s {
+			if tok < 0 || tok >= vocab {
+				return nil, fmt.Errorf("sequence %d position %d: token %d outside the vocabulary of %d", i, j, tok, vocab)
+			}
+		}
+	}
+	res := &Result{Sequences: len(seqs)}
+	var nllRef, nllQ float64
+	var kls []float64
+	agree := 0
+	var tRef, tQ time.Duration
+	nTok := 0
+	batch := opt.Batch
+	if batch <= 0 {
+		batch = min(8, len(seqs))
+	}
+	for lo := 0; lo < len(seqs); lo += batch {
+		hi := min(len(seqs), lo+batch)
+		// Group by length: one Forward call needs equal lengths.
+		for _, grp := range GroupByLength(seqs[lo:hi]) {
+			lr, dr, err := run(ref, grp)
+			if err != nil {
+				return nil, fmt.Errorf("original model: %w", err)
+			}
+			tRef += dr
+			var lq []float32
+			if q != nil {
+				var dq time.Duration
+				if lq, dq, err = run(q, grp); err != nil {
+					return nil, fmt.Errorf("quantized model: %w", err)
+				}
+				tQ += dq
+			}
+			T := len(grp[0].Tokens)
+			nTok += len(grp) * T
+			for b, sq := range grp {
+				if opt.Logits != nil {
+					opt.Logits(lo+sq.Index, lr[b*T*vocab:(b+1)*T*vocab])
+				}
+				for p := 0; p+1 < T; p++ {
+					next := sq.Tokens[p+1]
+					rl := lr[(b*T+p)*vocab : (b*T+p+1)*vocab]
+					lpR := logSoftmax(rl)
+					nllRef -= lpR[next]
+					res.Scored++
+					if q == nil {
+						continue
+					}
+					ql := lq[(b*T+p)*vocab : (b*T+p+1)*vocab]
+					lpQ := logSoftmax(ql)
+					nllQ -= lpQ[next]
+					kls = append(kls, kl(lpR, lpQ))
+					if argmax(rl) == argmax(ql) {
+						agree++
+					}
+				}
+			}
+		}
+	}
+	n := float64(res.Scored)
+	res.Original = Stats{MeanNLL: nllRef / n, Perplexity: math.Exp(nllRef / n), ForwardTokens: nTok, TokensPerSec: float64(nTok) / tRef.Seconds()}
+	if q != nil {
+		st := Stats{MeanNLL: nllQ / n, Perplexity: math.Exp(nllQ / n), ForwardTokens: nTok, TokensPerSec: float64(nTok) / tQ.Seconds()}
+		res.Quantized = &st
+		res.DeltaPerplexityPct = 100 * (st.Perplexity - res.Original.Perplexity) / res.Original.Perplexity
+		var sum float64
+		for _, k := range kls {
+			sum += k
+		}
+		res.KLMean = sum / n
+		slices.Sort(kls)
+		res.KLP99 = kls[min(len(kls)-1, int(math.Ceil(0.99*float64(len(kls))))-1)]
+		res.KLMax = kls[len(kls)-1]
+		res.Top1Agreement = float64(agree) / n
+	}
+	return res, nil
+}
+
+// Indexed is a sequence with its position in the caller's list.
+type Indexed struct {
+	Index  int
+	Tokens []int
+}
+
+// GroupByLength splits sequences into groups of equal length, keeping
+// order, since one forward pass of a batch needs equal lengths.
+func GroupByLength(seqs [][]int) [][]Indexed {
+	var groups [][]Indexed
+	pos := map[int]int{}
+	for i, s := range seqs {
+		g, ok := pos[len(s)]
+		if !ok {
+			g = len(groups)
+			pos[len(s)] = g
+			groups = append(groups, nil)
+		}
+		groups[g] = append(groups[g], Indexed{i, s})
+	}
+	return groups
+}
+
+// run computes the logits of a group of equal-length sequences.
+func run(m *model.Model, grp []Indexed) ([]float32, time.Duration, error) {
+	toks := make([][]int, len(grp))
+	for i, g := range grp {
+		toks[i] = g.Tokens
+	}
+	s := m.NewSession(len(grp), len(grp[0].Tokens))
+	t0 := time.Now()
+	l, err := s.Forward(toks, nil)
+	return l, time.Since(t0), err
+}
+
+// logSoftmax returns log p in float64.
+func logSoftmax(logits []float32) []float64 {
+	mx := math.Inf(-1)
+	for _, v := range logits {
+		mx = math.Max(mx, float64(v))
+	}
+	var sum float64
+	for _, v := range logits {
+		sum += math.Exp(float64(v) - mx)
+	}
+	lse := mx + math.Log(sum)
+	out := make([]float64, len(logits))
+	for i, v := range logits {
+		out[i] = float64(v) - lse
+	}
+	return out
+}
+
+// kl is KL(P‖Q) = Σ p (log p − log q).
+func kl(lp, lq []float64) float64 {
+	var s float64
+	for i := range lp {
+		p := math.Exp(lp[i])
+		if p > 0 {
+			s += p * (lp[i] - lq[i])
+		}
+	}
+	return max(s, 0) // rounding can leave a tiny negative for equal distributions
+}
+
+func argmax(v []float32) int {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+// Sample draws n sequences of length seqLen from m at temperature 1,
+// starting from bos. The same seed gives the same sequences.
+func Sample(m *model.Model, n, seqLen, bos int, seed uint64) ([][]int, error) {
+	if n < 1 || seqLen < 2 {
+		return nil, fmt.Errorf("sampling needs n ≥ 1 and length ≥ 2 (got %d, %d)", n, seqLen)
+	}
+	vocab := m.Config.Vocab
+	r := rand.New(rand.NewPCG(seed, 0x73616d706c65))
+	seqs := make([][]int, n)
+	for i := range seqs {
+		seqs[i] = []int{bos}
+	}
+	s := m.NewSession(n, seqLen)
+	next := make([][]int, n)
+	for i := range next {
+		next[i] = []int{bos}
+	}
+	for len(seqs[0]) < seqLen {
+		logits, err := s.Forward(next, nil)
+		if err != nil {
+			return nil, err
+		}
+		for b := range seqs {
+			lp := logSoftmax(logits[b*vocab : (b+1)*vocab])
+			u := r.Float64()
+			tok := vocab - 1
+			var c float64
+			for j, l := range lp {
+				c += math.Exp(l)
+				if u < c {
+					tok = j
+					break
+				}
+			}
+			seqs[b] = append(seqs[b], tok)
+			next[b] = []int{tok}
+		}
+	}
+	return seqs, nil
+}
