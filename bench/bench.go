@@ -20,7 +20,9 @@ type Row struct {
 	Seconds   float64 `json:"seconds"`
 	GBps      float64 `json:"gb_per_s"`
 	// VsCopy is GBps over the memcpy baseline of the same backend and run.
-	VsCopy float64 `json:"vs_copy"`
+	VsCopy float64 `json:"vs_copy,omitempty"`
+	// TokensPerSec is set for forward-pass (eval) rows instead of bytes.
+	TokensPerSec float64 `json:"tokens_per_sec,omitempty"`
 }
 
 // Options selects the work.
@@ -29,6 +31,8 @@ type Options struct {
 	Backends []quant.Backend
 	// Budget is the time spent per measurement (default 1s, 0.2s quick).
 	Budget time.Duration
+	// Shapes overrides the default shapes.
+	Shapes []Shape
 }
 
 // Shape is a weight matrix shape.
@@ -55,7 +59,11 @@ func Run(opt Options) ([]Row, error) {
 		}
 	}
 	var rows []Row
-	for _, sh := range Shapes(opt.Quick) {
+	shapes := opt.Shapes
+	if shapes == nil {
+		shapes = Shapes(opt.Quick)
+	}
+	for _, sh := range shapes {
 		n := sh.Rows * sh.Cols
 		w := make([]float32, n)
 		fillHeavyTailed(w, 1)

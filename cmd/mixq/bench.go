@@ -17,17 +17,27 @@ func newBenchCmd() *cobra.Command {
 		Short: "Measure kernel throughput per op and shape next to a memory-copy baseline",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
-			rows, err := bench.Run(bench.Options{Quick: quick, Backends: []quant.Backend{cpu.New(0)}})
+			be := cpu.New(0)
+			rows, err := bench.Run(bench.Options{Quick: quick, Backends: []quant.Backend{be}})
 			if err != nil {
 				return err
 			}
+			ev, err := bench.EvalRows(be, quick)
+			if err != nil {
+				return err
+			}
+			rows = append(rows, ev...)
 			if asJSON {
 				return writeJSON(c.OutOrStdout(), rows)
 			}
 			tw := newTable(c.OutOrStdout())
-			fmt.Fprintln(tw, "BACKEND\tOP\tPRECISION\tSHAPE\tMEDIAN\tGB/S\tVS COPY")
+			fmt.Fprintln(tw, "BACKEND\tOP\tPRECISION\tSHAPE\tMEDIAN\tGB/S\tVS COPY\tTOKENS/S")
 			for _, r := range rows {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.3f ms\t%.2f\t%.2f\n", r.Backend, r.Op, dash(r.Precision), r.Shape, 1e3*r.Seconds, r.GBps, r.VsCopy)
+				if r.TokensPerSec > 0 {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.3f ms\t-\t-\t%.0f\n", r.Backend, r.Op, dash(r.Precision), r.Shape, 1e3*r.Seconds, r.TokensPerSec)
+					continue
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.3f ms\t%.2f\t%.2f\t-\n", r.Backend, r.Op, dash(r.Precision), r.Shape, 1e3*r.Seconds, r.GBps, r.VsCopy)
 			}
 			return tw.Flush()
 		},

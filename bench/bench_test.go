@@ -1,0 +1,46 @@
+package bench
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mixq/mixq/cpu"
+	"github.com/mixq/mixq/quant"
+)
+
+func TestRunReportsEveryOp(t *testing.T) {
+	rows, err := Run(Options{Backends: []quant.Backend{cpu.New(0)}, Budget: time.Millisecond, Shapes: []Shape{{64, 300}}})
+	require.NoError(t, err)
+	ops := map[string]int{}
+	for _, r := range rows {
+		ops[r.Op+"/"+r.Precision]++
+		assert.Positive(t, r.Seconds, r.Op)
+		assert.Positive(t, r.GBps, r.Op)
+	}
+	for _, want := range []string{"memcpy/", "quantize/int8", "quantize/int4", "dequantize/int4", "matmul m=1/int8", "matmul m=16/int4", "channel-stats/"} {
+		assert.Equal(t, 1, ops[want], want)
+	}
+	assert.Equal(t, 1.0, rows[0].VsCopy, "the baseline is its own reference")
+}
+
+func TestEvalRows(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds a 58M-parameter synthetic model; skipped in -short")
+	}
+	rows, err := EvalRows(cpu.New(0), true)
+	require.NoError(t, err)
+	require.Len(t, rows, 4)
+	for _, r := range rows {
+		assert.Positive(t, r.TokensPerSec, r.Op)
+	}
+}
+
+func TestMedian(t *testing.T) {
+	n := 0
+	m := median(0, func() { n++ })
+	assert.GreaterOrEqual(t, n, 4, "one warm-up and at least three timed runs")
+	assert.GreaterOrEqual(t, m, 0.0)
+}
