@@ -18,6 +18,7 @@ const defaultGrain = 1 << 15
 type Backend struct {
 	threads int
 	grain   int
+	simd    bool // QuantizeGroups and Dequantize may use the vector kernels (haveSIMD)
 }
 
 var _ quant.Backend = (*Backend)(nil)
@@ -29,7 +30,7 @@ func New(threads int) *Backend {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	return &Backend{threads: threads, grain: defaultGrain}
+	return &Backend{threads: threads, grain: defaultGrain, simd: haveSIMD}
 }
 
 // Name returns "cpu".

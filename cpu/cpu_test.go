@@ -29,6 +29,18 @@ func TestConformanceSplit(t *testing.T) {
 	quanttest.TestBackend(t, cpu.NewGrain(3, 1))
 }
 
+// TestConformanceGeneric runs the suite, split as in TestConformanceSplit,
+// with the vector kernels of QuantizeGroups turned off, so that its
+// plain-Go path is checked on machines that have the kernels too
+// (TestQuantizeGroups covers it unsplit, and alone under -short: the rest
+// of the suite does not depend on the kernels).
+func TestConformanceGeneric(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: TestQuantizeGroups checks the plain-Go QuantizeGroups; the rest of the suite runs in TestConformanceSplit")
+	}
+	quanttest.TestBackend(t, cpu.NewGrain(3, 1).Generic())
+}
+
 // TestNaive runs the suite on a literal, loop-by-loop transcription of the
 // contract: the optimised reference must agree with it.
 func TestNaive(t *testing.T) {
@@ -43,7 +55,7 @@ func TestProperties(t *testing.T) {
 // TestQuantizeGroups checks the fused, single-pass QuantizeGroups against
 // GroupScales followed by Quantize, on every boundary layout, on large
 // tensors, with non-finite values and with overflowing scales, split and
-// unsplit.
+// unsplit, with and without the vector kernels.
 func TestQuantizeGroups(t *testing.T) {
 	seed := quanttest.Seed(t)
 	ref := cpu.New(1)
@@ -54,7 +66,7 @@ func TestQuantizeGroups(t *testing.T) {
 			quant.Layout{Rows: 300, Cols: 1000, GroupSize: 128, Precision: p},
 			quant.Layout{Rows: 101, Cols: 1001, GroupSize: 7, Precision: p})
 	}
-	for _, b := range []*cpu.Backend{cpu.New(0), cpu.NewGrain(3, 1)} {
+	for _, b := range []*cpu.Backend{cpu.New(0), cpu.NewGrain(3, 1), cpu.New(0).Generic(), cpu.NewGrain(3, 1).Generic()} {
 		for _, l := range layouts {
 			what := fmt.Sprintf("%s g%d %dx%d", l.Precision, l.GroupSize, l.Rows, l.Cols)
 			r := quanttest.NewRand(seed, "QuantizeGroups "+what)

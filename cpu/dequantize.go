@@ -17,16 +17,20 @@ func (b *Backend) Dequantize(w []float32, packed []byte, scales []uint16, l quan
 	}
 	units := l.NumScales()
 	parallel(units, 1, b.chunks(units, l.Elements()), func(_, lo, hi int) {
-		dequantize(w, packed, scales, l, lo, hi)
+		dequantize(w, packed, scales, l, lo, hi, b.simd)
 	})
 	return nil
 }
 
 // dequantize decodes the flat groups [lo, hi). Reading needs no alignment:
-// the groups of odd size only share bytes, not outputs.
-func dequantize(w []float32, packed []byte, scales []uint16, l quant.Layout, lo, hi int) {
+// the groups of odd size only share bytes, not outputs. With simd, the
+// whole groups of a size that is a multiple of simdStep go to
+// dequantizeSIMD, the same computation in vector kernels.
+func dequantize(w []float32, packed []byte, scales []uint16, l quant.Layout, lo, hi int, simd bool) {
 	gpr, gs, cols, rb := l.GroupsPerRow(), l.GroupSize, l.Cols, l.RowBytes()
 	int4 := l.Precision == quant.INT4
+	simd = simd && gs%simdStep == 0
+	whole := cols / gs // groups [0, whole) of a row are not ragged
 	for f := lo; f < hi; {
 		row := f / gpr
 		g0 := f - row*gpr
@@ -34,7 +38,12 @@ func dequantize(w []float32, packed []byte, scales []uint16, l quant.Layout, lo,
 		y := w[row*cols : row*cols+cols]
 		s := scales[row*gpr : row*gpr+gpr]
 		p := packed[row*rb : row*rb+rb]
-		for g := g0; g < g1; g++ {
+		g := g0
+		if simd {
+			g = max(g0, min(g1, whole))
+			dequantizeSIMD(y, p, s, gs, int4, g0, g)
+		}
+		for ; g < g1; g++ {
 			a := g * gs
 			e := min(a+gs, cols)
 			sv := quant.ScaleValue(s[g])

@@ -1,4 +1,4 @@
-// Package cpu is the reference backend of mixq: a pure-Go implementation of
+// Package cpu is the reference backend of mixq: a Go implementation of
 // quant.Backend that every other backend (CUDA, future SIMD paths) is
 // compared against, bit for bit, by the conformance suite in
 // quant/quanttest.
@@ -43,6 +43,17 @@
 // inert (re-encoding the group with Code itself when not). Large kernels
 // are split into one contiguous chunk per thread; tensors under about 32K
 // elements run on the calling goroutine.
+//
+// On amd64 with AVX2 and F16C, QuantizeGroups and Dequantize hand the whole
+// groups whose size is a multiple of 8 to assembly kernels (simd_amd64.s):
+// an integer maximum of the AbsBits patterns, ScaleBits and Reciprocal
+// eight groups at a time, quant.Code and quant.Decode lane by lane, each
+// step the same IEEE binary32 operation as the scalar code, with no fused
+// multiply-add, so the bits do not change. Finding the first non-finite
+// value, the ragged end of a row and every other case stay in Go.
+// GroupScales and Quantize are plain Go everywhere: the reference the fused
+// kernels are checked against. The purego build tag leaves the assembly
+// out, and the tests run both paths where the kernels exist.
 //
 // Buffers are validated against the layout before any memory is touched; a
 // mismatch (including a nil buffer) is returned as an error, never a panic.

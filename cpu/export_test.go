@@ -7,3 +7,25 @@ func NewGrain(threads, grain int) *Backend {
 	b.grain = max(grain, 1)
 	return b
 }
+
+// Generic returns a copy of b that never uses the vector kernels, so that
+// tests run the plain-Go paths of QuantizeGroups and Dequantize on any
+// machine.
+func (b *Backend) Generic() *Backend {
+	c := *b
+	c.simd = false
+	return &c
+}
+
+// SIMD reports whether b's QuantizeGroups and Dequantize use the vector kernels.
+func (b *Backend) SIMD() bool { return b.simd }
+
+// SIMDName names the vector kernels of this build ("avx2", or "none").
+const SIMDName = simdName
+
+// ScalesSIMD is the scale kernel: bits[k], inv[k] = ScaleBits(amax, qmax),
+// Reciprocal(bits[k]) for every finite amax = Float32frombits(m[k]), with
+// any qmax; len(m) is a multiple of 8. It panics without vector kernels.
+func ScalesSIMD(bits []uint16, inv []float32, m []uint32, qmax float32) {
+	scalesGroups(bits, inv, m, qmax)
+}

@@ -27,22 +27,26 @@ func (b *Backend) QuantizeGroups(packed []byte, scales []uint16, w []float32, l 
 	if n == 1 {
 		var r scaleResult
 		r.reset()
-		quantizeGroups(packed, scales, w, l, 0, units, &r)
+		quantizeGroups(packed, scales, w, l, 0, units, &r, b.simd)
 		return r.err(l)
 	}
 	res := make([]scaleResult, n)
 	parallel(units, align, n, func(c, lo, hi int) {
 		res[c].reset()
-		quantizeGroups(packed, scales, w, l, lo, hi, &res[c])
+		quantizeGroups(packed, scales, w, l, lo, hi, &res[c], b.simd)
 	})
 	return firstError(res, l)
 }
 
 // quantizeGroups handles the flat groups [lo, hi) like groupScales and, as
-// long as no error has been seen, encodes them like quantize.
-func quantizeGroups(packed []byte, scales []uint16, w []float32, l quant.Layout, lo, hi int, r *scaleResult) {
+// long as no error has been seen, encodes them like quantize. With simd,
+// the whole groups of a size that is a multiple of simdStep go to
+// quantizeGroupsSIMD, the same computation in vector kernels.
+func quantizeGroups(packed []byte, scales []uint16, w []float32, l quant.Layout, lo, hi int, r *scaleResult, simd bool) {
 	gpr, gs, cols, rb, p := l.GroupsPerRow(), l.GroupSize, l.Cols, l.RowBytes(), l.Precision
 	int4, odd := p == quant.INT4, p == quant.INT4 && gs%2 != 0
+	simd = simd && gs%simdStep == 0 // hence even: never odd
+	whole := cols / gs              // groups [0, whole) of a row are not ragged
 	for f := lo; f < hi; {
 		row := f / gpr
 		g0 := f - row*gpr
@@ -50,7 +54,14 @@ func quantizeGroups(packed []byte, scales []uint16, w []float32, l quant.Layout,
 		x := w[row*cols : row*cols+cols]
 		s := scales[row*gpr : row*gpr+gpr]
 		d := packed[row*rb : row*rb+rb]
-		for g := g0; g < g1; g++ {
+		g := g0
+		if simd {
+			if quantizeGroupsSIMD(d, s, x, l, row, g0, min(g1, whole), r) {
+				return
+			}
+			g = max(g0, min(g1, whole))
+		}
+		for ; g < g1; g++ {
 			a := g * gs
 			e := min(a+gs, cols)
 			grp := x[a:e]

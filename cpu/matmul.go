@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"fmt"
+	"math"
 	"sync"
 
 	"github.com/mixq/mixq/quant"
@@ -39,7 +40,7 @@ func (b *Backend) MatMul(y, x []float32, m int, packed []byte, scales []uint16, 
 		return fmt.Errorf("cpu: matmul: y has %d elements, want m×Rows = %d×%d", len(y), m, l.Rows)
 	}
 	work := l.Elements()
-	if work <= (1<<62)/m {
+	if work <= math.MaxInt/m {
 		work *= m
 	}
 	parallel(l.Rows, 1, b.chunks(l.Rows, work), func(_, lo, hi int) {

@@ -46,3 +46,15 @@ type Backend interface {
 type FusedQuantizer interface {
 	QuantizeGroups(packed []byte, scales []uint16, w []float32, l Layout) error
 }
+
+// QuantizeGroups computes scales and codes with be, in one pass when be
+// implements FusedQuantizer, otherwise as GroupScales then Quantize.
+func QuantizeGroups(be Backend, packed []byte, scales []uint16, w []float32, l Layout) error {
+	if f, ok := be.(FusedQuantizer); ok {
+		return f.QuantizeGroups(packed, scales, w, l)
+	}
+	if err := be.GroupScales(scales, w, l); err != nil {
+		return err
+	}
+	return be.Quantize(packed, w, scales, l)
+}

@@ -19,6 +19,13 @@
 // backend under test and for the reference, so that an element left
 // unwritten shows up as a difference.
 //
+// When the backend also implements quant.FusedQuantizer, TestBackend checks
+// QuantizeGroups against the reference's GroupScales followed by Quantize:
+// the same scales, codes and error (the lowest non-finite index, or the
+// first overflowing group), on the layouts of FusedLayouts, whose group
+// sizes add the multiples of 8 and 16 that vector kernels take whole, with
+// non-finite values and overflows planted at group edges and elsewhere.
+//
 // TestGolden checks a backend against the golden vectors of testdata/golden,
 // which pin inputs and outputs in a language-neutral format (see the README
 // there); WriteGolden regenerates them. TestProperties checks the arithmetic

@@ -31,6 +31,13 @@ func TestBackend(t *testing.T, b quant.Backend) {
 	t.Run("ScaleOverflow", func(t *testing.T) { p.testScaleOverflow(t, seed) })
 	t.Run("BadBuffers", func(t *testing.T) { p.testBadBuffers(t) })
 	t.Run("Large", func(t *testing.T) { p.testLarge(t, seed) })
+	t.Run("QuantizeGroups", func(t *testing.T) {
+		f, ok := b.(quant.FusedQuantizer)
+		if !ok {
+			t.Skipf("backend %q does not implement quant.FusedQuantizer", b.Name())
+		}
+		p.testQuantizeGroups(t, f, seed)
+	})
 }
 
 // BoundaryGroupSizes are the group sizes of the boundary cases: tiny, odd
