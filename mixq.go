@@ -271,7 +271,7 @@ func (q *quantizer) quantized(ctx context.Context, t *checkpoint.Tensor, it *qfo
 		}
 		sc := grow16(&q.scales, bl.NumScales())
 		packed := grow8(&q.bytes, bl.PackedBytes())
-		if err := quantizeBlock(q.be, packed, sc, q.f32, bl); err != nil {
+		if err := quant.QuantizeGroups(q.be, packed, sc, q.f32, bl); err != nil {
 			return shiftError(err, r0, l.Cols, l.GroupsPerRow())
 		}
 		if err := q.w.Write(it.Outputs[0].Name, packed); err != nil {
@@ -288,17 +288,6 @@ func (q *quantizer) quantized(ctx context.Context, t *checkpoint.Tensor, it *qfo
 		binary.LittleEndian.PutUint16(buf[2*i:], s)
 	}
 	return q.w.Write(it.Outputs[1].Name, buf)
-}
-
-// quantizeBlock computes scales and codes, in one pass when the backend can.
-func quantizeBlock(be quant.Backend, packed []byte, scales []uint16, w []float32, l quant.Layout) error {
-	if f, ok := be.(quant.FusedQuantizer); ok {
-		return f.QuantizeGroups(packed, scales, w, l)
-	}
-	if err := be.GroupScales(scales, w, l); err != nil {
-		return err
-	}
-	return be.Quantize(packed, w, scales, l)
 }
 
 // shiftError makes block-relative positions in an error tensor-relative.

@@ -104,17 +104,15 @@ func runBackend(be quant.Backend, sh Shape, w []float32, budget time.Duration, b
 		qBytes := int64(l.PackedBytes() + 2*l.NumScales())
 		var err error
 		sec := median(budget, func() {
-			if e := be.GroupScales(scales, w, l); e != nil {
-				err = e
-			}
-			if e := be.Quantize(packed, w, scales, l); e != nil {
+			if e := quant.QuantizeGroups(be, packed, scales, w, l); e != nil {
 				err = e
 			}
 		})
 		if err != nil {
 			return nil, err
 		}
-		// Quantize reads the floats and writes codes and scales.
+		// Quantize reads the floats and writes codes and scales, in one
+		// pass when the backend can (as the pipeline does).
 		add("quantize", p, int64(4*n)+qBytes, sec)
 		sec = median(budget, func() {
 			if e := be.Dequantize(deq, packed, scales, l); e != nil {
