@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"sync"
 
+	"github.com/mixq/mixq/internal/par"
 	"github.com/mixq/mixq/quant"
 )
 
@@ -46,29 +46,9 @@ func (b *Backend) chunks(units, elements int) int {
 	return max(c, 1)
 }
 
-// parallel calls fn(c, lo, hi) for n contiguous chunks that cover [0, units),
-// every boundary but the last being a multiple of align, concurrently, and
-// returns when all are done. Chunk 0 runs on the calling goroutine. A chunk
-// may be empty (lo == hi).
-func parallel(units, align, n int, fn func(c, lo, hi int)) {
-	if n <= 1 {
-		fn(0, 0, units)
-		return
-	}
-	bound := func(c int) int {
-		if c >= n {
-			return units
-		}
-		return c * units / n / align * align
-	}
-	var wg sync.WaitGroup
-	for c := 1; c < n; c++ {
-		lo, hi := bound(c), bound(c+1)
-		wg.Go(func() { fn(c, lo, hi) })
-	}
-	fn(0, 0, bound(1))
-	wg.Wait()
-}
+// parallel is par.Split: the CPU kernels cut their loops on group or row
+// boundaries given by align.
+var parallel = par.Split
 
 // nonNil turns a nil slice into an empty one, so that Layout.CheckBuffers
 // (which skips nil buffers) reports a missing buffer as a length mismatch.

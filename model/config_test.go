@@ -20,6 +20,7 @@ func TestParseConfig(t *testing.T) {
 	require.Equal(t, &Config{
 		Arch: ArchLlama, Hidden: 64, Intermediate: 172, Layers: 5, Heads: 8, KVHeads: 4, HeadDim: 8, Vocab: 512,
 		NormEps: 1e-5, RopeTheta: 10000, Tied: true, MaxPositions: 512,
+		BOS: 1,
 	}, c)
 }
 

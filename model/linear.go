@@ -3,8 +3,8 @@ package model
 import (
 	"fmt"
 	"runtime"
-	"sync"
 
+	"github.com/mixq/mixq/internal/par"
 	"github.com/mixq/mixq/quant"
 )
 
@@ -78,29 +78,14 @@ func matmulF32(y, x, w []float32, m, rows, cols int) {
 
 // parallelFor calls fn over contiguous chunks covering [0, units), every
 // boundary but the last a multiple of align, on as many goroutines as work
-// (a count of multiply-adds) justifies, and waits for them. The first chunk
-// runs on the calling goroutine.
+// (a count of multiply-adds) justifies, and waits for them.
 func parallelFor(units, align, work int, fn func(lo, hi int)) {
 	n := min(runtime.GOMAXPROCS(0), work/grain, (units+align-1)/align)
-	if n <= 1 {
-		fn(0, units)
-		return
-	}
-	bound := func(c int) int {
-		if c >= n {
-			return units
-		}
-		return c * units / n / align * align
-	}
-	var wg sync.WaitGroup
-	for c := 1; c < n; c++ {
-		lo, hi := bound(c), bound(c+1)
+	par.Split(units, align, n, func(_, lo, hi int) {
 		if lo < hi {
-			wg.Go(func() { fn(lo, hi) })
+			fn(lo, hi)
 		}
-	}
-	fn(0, bound(1))
-	wg.Wait()
+	})
 }
 
 // matmulRows computes the outputs of weight rows [lo, hi) for every row of
