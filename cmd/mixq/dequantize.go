@@ -2,12 +2,10 @@ package main
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/mixq/mixq"
-	"github.com/mixq/mixq/safetensors"
 )
 
 func newDequantizeCmd() *cobra.Command {
@@ -23,11 +21,9 @@ func newDequantizeCmd() *cobra.Command {
 			if out == "" {
 				return usagef("dequantize needs -o OUT")
 			}
-			dt := safetensors.DType(strings.ToUpper(dtype))
-			switch dt {
-			case safetensors.F32, safetensors.F16, safetensors.BF16:
-			default:
-				return usagef("--dtype %q: want f32, f16 or bf16", dtype)
+			dt, err := parseFloatDType("dtype", dtype)
+			if err != nil {
+				return err
 			}
 			shard, err := parseSize(maxShard)
 			if err != nil {

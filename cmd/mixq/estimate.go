@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mixq/mixq"
 	"github.com/mixq/mixq/qformat"
 )
 
@@ -25,22 +24,11 @@ func newEstimateCmd() *cobra.Command {
 			if target <= 0 {
 				return usagef("--target %g: want a positive ratio", target)
 			}
-			ck, err := mixq.Open(args[0])
+			ck, _, plan, err := pf.plan(c, args[0])
 			if err != nil {
 				return err
 			}
 			defer ck.Close()
-			opt, err := pf.options(ck)
-			if err != nil {
-				return err
-			}
-			plan, err := mixq.PlanQuantization(ck, opt)
-			if err != nil {
-				return err
-			}
-			if pf.explain {
-				printExplain(c.ErrOrStderr(), plan)
-			}
 			est := plan.Estimate(target)
 			if asJSON {
 				return writeJSON(c.OutOrStdout(), est)

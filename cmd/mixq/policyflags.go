@@ -11,7 +11,9 @@ import (
 	"github.com/mixq/mixq/checkpoint"
 	"github.com/mixq/mixq/cpu"
 	"github.com/mixq/mixq/policy"
+	"github.com/mixq/mixq/qformat"
 	"github.com/mixq/mixq/quant"
+	"github.com/mixq/mixq/safetensors"
 )
 
 // planFlags are the flags shared by quantize and estimate.
@@ -101,4 +103,35 @@ func openBackend(name string) (quant.Backend, error) {
 		return cpu.New(0), nil
 	}
 	return nil, usagef("--backend %q: want auto or cpu", name)
+}
+
+// plan opens a checkpoint and plans its quantization from the flags,
+// printing --explain to stderr. The caller closes the checkpoint.
+func (f *planFlags) plan(c *cobra.Command, path string) (*checkpoint.Checkpoint, mixq.Options, *qformat.Plan, error) {
+	ck, err := mixq.Open(path)
+	if err != nil {
+		return nil, mixq.Options{}, nil, err
+	}
+	opt, err := f.options(ck)
+	if err == nil {
+		var plan *qformat.Plan
+		if plan, err = mixq.PlanQuantization(ck, opt); err == nil {
+			if f.explain {
+				printExplain(c.ErrOrStderr(), plan)
+			}
+			return ck, opt, plan, nil
+		}
+	}
+	ck.Close()
+	return nil, mixq.Options{}, nil, err
+}
+
+// parseFloatDType reads an f32|f16|bf16 flag.
+func parseFloatDType(flag, v string) (safetensors.DType, error) {
+	dt := safetensors.DType(strings.ToUpper(v))
+	switch dt {
+	case safetensors.F32, safetensors.F16, safetensors.BF16:
+		return dt, nil
+	}
+	return "", usagef("--%s %q: want f32, f16 or bf16", flag, v)
 }

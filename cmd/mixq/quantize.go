@@ -34,22 +34,11 @@ temporary name and renamed when complete.`,
 			if err != nil {
 				return err
 			}
-			ck, err := mixq.Open(args[0])
+			ck, opt, plan, err := pf.plan(c, args[0])
 			if err != nil {
 				return err
 			}
 			defer ck.Close()
-			opt, err := pf.options(ck)
-			if err != nil {
-				return err
-			}
-			plan, err := mixq.PlanQuantization(ck, opt)
-			if err != nil {
-				return err
-			}
-			if pf.explain {
-				printExplain(c.ErrOrStderr(), plan)
-			}
 			var inBytes int64
 			for _, t := range ck.Tensors {
 				inBytes += int64(len(t.Raw()))

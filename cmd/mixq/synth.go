@@ -3,11 +3,9 @@ package main
 import (
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/mixq/mixq/safetensors"
 	"github.com/mixq/mixq/synth"
 )
 
@@ -41,11 +39,9 @@ func newSynthCmd() *cobra.Command {
 			if layers > 0 {
 				p = p.WithLayers(layers)
 			}
-			dt := safetensors.DType(strings.ToUpper(dtype))
-			switch dt {
-			case safetensors.F32, safetensors.F16, safetensors.BF16:
-			default:
-				return usagef("--dtype %q: want f32, f16 or bf16", dtype)
+			dt, err := parseFloatDType("dtype", dtype)
+			if err != nil {
+				return err
 			}
 			shard, err := parseSize(maxShard)
 			if err != nil {
