@@ -38,6 +38,7 @@ race:
 # Short runs of every fuzz target; the corpus seeds also run in `unit`.
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./safetensors
+	$(GO) test -run '^$$' -fuzz '^FuzzQuantizeGroups$$' -fuzztime $(FUZZTIME) ./cpu
 
 # bench/QUALITY.md: perplexity, KL and top-1 of each policy on stories260K
 # and a synthetic MoE (about 8 minutes on 2 cores).
