@@ -1,0 +1,168 @@
+package importance
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mixq/mixq/checkpoint"
+	"github.com/mixq/mixq/policy"
+	"github.com/mixq/mixq/qformat"
+	"github.com/mixq/mixq/quant"
+)
+
+// plannedBytes is the exact size of the output qformat plans for p.
+func plannedBytes(t *testing.T, ck *checkpoint.Checkpoint, p Policy, g int, shard int64) int64 {
+	t.Helper()
+	var in []qformat.Input
+	for _, x := range ck.Tensors {
+		in = append(in, qformat.Input{Name: x.Name, DType: x.DType, Shape: x.Shape})
+	}
+	plan, err := qformat.Build(in, p.Decide, qformat.Options{GroupSize: g, MaxShardSize: shard, Config: ck.Config, PolicyName: p.Name()})
+	require.NoError(t, err)
+	return plan.Layout.TotalBytes()
+}
+
+// fixed is a policy with given precisions for the matrices.
+type fixed struct {
+	name string
+	p    map[string]quant.Precision
+}
+
+func (f fixed) Name() string { return f.name }
+func (f fixed) Decide(t policy.Tensor) policy.Decision {
+	d := policy.Decision{Name: t.Name}
+	p, ok := f.p[t.Name]
+	if len(t.Shape) < 2 || !ok {
+		d.Keep = true
+		return d
+	}
+	d.Precision = p
+	return d
+}
+
+// bruteForce returns the least loss over every assignment of the candidates
+// whose exact size fits in [lo, hi], or false when none does.
+func bruteForce(t *testing.T, ck *checkpoint.Checkpoint, a *Analysis, lo, hi int64) (float64, bool) {
+	mats := a.Matrices()
+	best, found := 0.0, false
+	idx := make([]int, len(mats))
+	for {
+		f := fixed{name: "budget", p: map[string]quant.Precision{}}
+		loss := 0.0
+		for i, m := range mats {
+			c := m.Candidates[idx[i]]
+			f.p[m.Name] = c.Precision
+			loss += c.Loss
+		}
+		if s := plannedBytes(t, ck, f, a.GroupSize, DefaultMaxShardSize); s >= lo && s <= hi && (!found || loss < best) {
+			best, found = loss, true
+		}
+		i := 0
+		for ; i < len(idx); i++ {
+			idx[i]++
+			if idx[i] < len(Candidates) {
+				break
+			}
+			idx[i] = 0
+		}
+		if i == len(idx) {
+			return best, found
+		}
+	}
+}
+
+func TestBudgetAgainstBruteForce(t *testing.T) {
+	ck, _ := synthCheckpoint(t)
+	a, err := Analyze(ck, Options{GroupSize: 8})
+	require.NoError(t, err)
+	all4 := fixed{"budget", map[string]quant.Precision{}}
+	all16 := fixed{"budget", map[string]quant.Precision{}}
+	for _, m := range a.Matrices() {
+		all4.p[m.Name], all16.p[m.Name] = quant.INT4, quant.F16
+	}
+	lo := plannedBytes(t, ck, all4, 8, DefaultMaxShardSize)
+	hi := plannedBytes(t, ck, all16, 8, DefaultMaxShardSize)
+	for _, frac := range []float64{0, 0.1, 0.25, 0.5, 0.75, 0.9, 1} {
+		target := lo + int64(frac*float64(hi-lo))
+		b, err := NewBudget(a, nil, ck, target, 0)
+		require.NoError(t, err, "target %d", target)
+		got := plannedBytes(t, ck, b, 8, 0)
+		assert.Equal(t, b.PlannedBytes, got)
+		assert.LessOrEqual(t, got, target)
+		opt, ok := bruteForce(t, ck, a, 0, target)
+		require.True(t, ok)
+		// Never better than the optimum, and the LP bound is below it.
+		assert.GreaterOrEqual(t, b.Loss, opt-1e-9*opt, "target %d", target)
+		assert.LessOrEqual(t, b.LowerBound, opt+1e-9*opt, "target %d", target)
+		// In the window when some assignment is; then the loss is checked
+		// against the best assignment in the window.
+		if wopt, ok := bruteForce(t, ck, a, windowLow(target), target); ok {
+			assert.GreaterOrEqual(t, got, windowLow(target), "target %d", target)
+			// On this instance the local search reaches the optimum of the window.
+			assert.LessOrEqual(t, b.Loss, wopt+1e-9*wopt, "target %d", target)
+			t.Logf("target %d: planned %d, loss %.6g, best in window %.6g, best overall %.6g, LP bound %.6g, greedy bound %.3g",
+				target, got, b.Loss, wopt, opt, b.LowerBound, b.GreedyBound)
+		} else {
+			assert.LessOrEqual(t, b.Loss, opt+1e-9*opt, "target %d", target)
+			t.Logf("target %d: planned %d, loss %.6g, best overall %.6g (no assignment in the window)", target, got, b.Loss, opt)
+		}
+	}
+}
+
+func TestBudgetInfeasible(t *testing.T) {
+	ck, _ := synthCheckpoint(t)
+	a, err := Analyze(ck, Options{GroupSize: 8})
+	require.NoError(t, err)
+	_, err = NewBudget(a, nil, ck, 100, 0)
+	assert.ErrorIs(t, err, quant.ErrInput)
+	assert.Contains(t, err.Error(), "below the smallest possible output")
+	_, err = NewBudget(a, nil, ck, 0, 0)
+	assert.ErrorIs(t, err, quant.ErrInput)
+	// Pins count: pinning the embedding to F32 raises the floor.
+	all4 := fixed{"budget", map[string]quant.Precision{}}
+	for _, m := range a.Matrices() {
+		all4.p[m.Name] = quant.INT4
+	}
+	floor := plannedBytes(t, ck, all4, 8, DefaultMaxShardSize)
+	_, err = NewBudget(a, nil, ck, floor, 0)
+	require.NoError(t, err)
+	_, err = NewBudget(a, []policy.Rule{mustRule(t, "embed_tokens=f32")}, ck, floor, 0)
+	assert.ErrorIs(t, err, quant.ErrInput)
+}
+
+func TestBudgetPins(t *testing.T) {
+	ck, _ := synthCheckpoint(t)
+	a, err := Analyze(ck, Options{GroupSize: 8})
+	require.NoError(t, err)
+	b, err := NewBudget(a, []policy.Rule{mustRule(t, "k_proj=f32")}, ck, 1<<20, 0)
+	require.NoError(t, err)
+	d := b.Decide(policy.Tensor{Name: "model.layers.0.self_attn.k_proj.weight", Shape: []int64{8, 16}})
+	assert.Equal(t, quant.F32, d.Precision)
+	assert.Equal(t, "k_proj=f32", d.Rule)
+	// A generous budget gives every other matrix F16, the least error.
+	for _, m := range a.Matrices() {
+		if m.Name != "model.layers.0.self_attn.k_proj.weight" {
+			assert.Equal(t, quant.F16, b.Decide(policy.Tensor{Name: m.Name, Shape: m.Shape}).Precision, m.Name)
+		}
+	}
+	assert.True(t, b.Decide(policy.Tensor{Name: "model.norm.weight", Shape: []int64{16}}).Keep)
+}
+
+func TestTargets(t *testing.T) {
+	ck, _ := synthCheckpoint(t)
+	params := int64(32*16 + 16*16 + 8*16 + 24*16 + 16*24 + 16)
+	r, err := RatioTarget(ck, 6)
+	require.NoError(t, err)
+	assert.Equal(t, 4*params/6, r)
+	bpw, err := BPWTarget(ck, 4.5)
+	require.NoError(t, err)
+	assert.Equal(t, int64(4.5*float64(params)/8), bpw)
+	for _, bad := range []float64{0, -1} {
+		_, err := RatioTarget(ck, bad)
+		assert.ErrorIs(t, err, quant.ErrInput)
+		_, err = BPWTarget(ck, bad)
+		assert.ErrorIs(t, err, quant.ErrInput)
+	}
+}
