@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mixq/mixq/eval"
+	"github.com/mixq/mixq/importance"
 	"github.com/mixq/mixq/model"
 	"github.com/mixq/mixq/safetensors"
 )
@@ -20,6 +21,7 @@ func newCalibrateCmd() *cobra.Command {
 		out       string
 		backend   string
 		maxTokens int
+		format    string
 	)
 	c := &cobra.Command{
 		Use:   "calibrate MODEL (--tokens F.json | --sample N) -o ACTS.safetensors",
@@ -27,8 +29,11 @@ func newCalibrateCmd() *cobra.Command {
 		Long: `Run the model over calibration sequences and write, for every linear layer,
 the activations it received as a [tokens, in_features] F32 tensor named after
 the layer (the weight name without ".weight"). These activation files are
-what the importance analysis reads. At most --max-tokens rows are kept per
-layer (MoE experts see only the tokens routed to them).`,
+what the importance analysis reads (--calib). At most --max-tokens rows are
+kept per layer (MoE experts see only the tokens routed to them). With
+--format stats it writes per-channel statistics instead (mean, M2, count per
+layer), streamed through the backend in memory independent of the number of
+tokens.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			if out == "" {
@@ -36,6 +41,9 @@ layer (MoE experts see only the tokens routed to them).`,
 			}
 			if maxTokens < 1 {
 				return usagef("--max-tokens must be positive")
+			}
+			if format != "acts" && format != "stats" {
+				return usagef("--format %q: want acts or stats", format)
 			}
 			be, err := openBackend(backend)
 			if err != nil {
@@ -49,6 +57,17 @@ layer (MoE experts see only the tokens routed to them).`,
 			seqs, err := tf.sequences(m)
 			if err != nil {
 				return err
+			}
+			if format == "stats" {
+				st, err := importance.FromModel(m, seqs, be)
+				if err != nil {
+					return err
+				}
+				if err := st.Write(out); err != nil {
+					return err
+				}
+				fmt.Fprintf(c.OutOrStdout(), "wrote %s: statistics of %d linear layers over %d sequences\n", out, len(st.Layers), len(seqs))
+				return nil
 			}
 			acts := map[string]*capture{}
 			obs := func(weight string, x []float32, tokens, in int) {
@@ -107,7 +126,8 @@ layer (MoE experts see only the tokens routed to them).`,
 	tf.register(c)
 	c.Flags().StringVarP(&out, "output", "o", "", "output safetensors file")
 	c.Flags().StringVar(&backend, "backend", "auto", "compute backend: auto|cpu")
-	c.Flags().IntVar(&maxTokens, "max-tokens", 4096, "rows kept per layer")
+	c.Flags().IntVar(&maxTokens, "max-tokens", 4096, "acts: rows kept per layer")
+	c.Flags().StringVar(&format, "format", "acts", "acts: the activations themselves; stats: streaming per-channel mean/M2/count, any number of tokens in bounded memory")
 	return c
 }
 

@@ -24,11 +24,12 @@ func newEstimateCmd() *cobra.Command {
 			if target <= 0 {
 				return usagef("--target %g: want a positive ratio", target)
 			}
-			ck, _, plan, err := pf.plan(c, args[0])
+			p, err := pf.plan(c, args[0])
 			if err != nil {
 				return err
 			}
-			defer ck.Close()
+			defer p.ck.Close()
+			plan := p.plan
 			est := plan.Estimate(target)
 			if asJSON {
 				return writeJSON(c.OutOrStdout(), est)

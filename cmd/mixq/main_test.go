@@ -264,3 +264,73 @@ func stripRate(t *testing.T, s string) map[string]any {
 	delete(v["original"].(map[string]any), "tokens_per_sec")
 	return v
 }
+
+// The importance issue's acceptance checks on the real model: dynamic gives
+// 20/40/40 by tensor count, budget at 6× lands within 0.5% under the target,
+// and both write report.json and charts.
+func TestImportancePoliciesOnStories260K(t *testing.T) {
+	in := stories(t)
+	dir := t.TempDir()
+	stats := filepath.Join(dir, "stats.safetensors")
+	code, _, stderr := runCLI(t, "calibrate", in, "--tokens", filepath.Join(in, "reference.json"), "--format", "stats", "-o", stats)
+	require.Equal(t, 0, code, stderr)
+
+	dyn := filepath.Join(dir, "dyn")
+	code, _, stderr = runCLI(t, "quantize", in, "-o", dyn, "--policy", "dynamic", "--calib", stats)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stderr, "gradient signal dropped", "a missing signal is announced")
+	var rep struct {
+		Policy  string `json:"policy"`
+		Tensors []struct {
+			Precision string `json:"precision"`
+			Matrix    bool   `json:"matrix"`
+		} `json:"tensors"`
+	}
+	raw, err := os.ReadFile(filepath.Join(dyn+".report", "report.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(raw, &rep))
+	counts := map[string]int{}
+	for _, tt := range rep.Tensors {
+		if tt.Matrix {
+			counts[tt.Precision]++
+		}
+	}
+	// 36 matrices: round(0.2·36) = 7 F16, round(0.4·36) = 14 INT4, 15 INT8.
+	assert.Equal(t, map[string]int{"f16": 7, "int8": 15, "int4": 14}, counts)
+	for _, png := range []string{"importance.png", "precision-map.png", "error-vs-bytes.png"} {
+		assert.FileExists(t, filepath.Join(dyn+".report", png))
+	}
+
+	bud := filepath.Join(dir, "bud")
+	code, stdout, stderr := runCLI(t, "quantize", in, "-o", bud, "--policy", "budget", "--target-ratio", "6", "--calib", stats, "--json")
+	require.Equal(t, 0, code, stderr)
+	var res struct {
+		WrittenBytes int64 `json:"written_bytes"`
+	}
+	require.NoError(t, json.Unmarshal([]byte(stdout), &res))
+	target := float64(4*260032) / 6
+	assert.LessOrEqual(t, float64(res.WrittenBytes), target)
+	assert.GreaterOrEqual(t, float64(res.WrittenBytes), 0.995*target)
+	assert.FileExists(t, filepath.Join(bud+".report", "report.json"))
+
+	// The same inputs give the same report.
+	bud2 := filepath.Join(dir, "bud2")
+	code, _, stderr = runCLI(t, "quantize", in, "-o", bud2, "--policy", "budget", "--target-ratio", "6", "--calib", stats)
+	require.Equal(t, 0, code, stderr)
+	a, _ := os.ReadFile(filepath.Join(bud+".report", "report.json"))
+	b, _ := os.ReadFile(filepath.Join(bud2+".report", "report.json"))
+	assert.Equal(t, a, b)
+
+	// An impossible budget is a clear input error, and nothing is written.
+	code, _, stderr = runCLI(t, "quantize", in, "-o", filepath.Join(dir, "never"), "--policy", "budget", "--target-ratio", "50")
+	assert.Equal(t, 2, code, stderr)
+	assert.NoDirExists(t, filepath.Join(dir, "never"))
+	code, _, _ = runCLI(t, "quantize", in, "-o", filepath.Join(dir, "never"), "--policy", "budget")
+	assert.Equal(t, 2, code, "budget needs a target")
+
+	imp := filepath.Join(dir, "importance.json")
+	code, _, stderr = runCLI(t, "analyze", in, "--calib-tokens", filepath.Join(in, "reference.json"), "-o", imp)
+	require.Equal(t, 0, code, stderr)
+	assert.FileExists(t, imp)
+	assert.FileExists(t, filepath.Join(dir, "importance.png"))
+}

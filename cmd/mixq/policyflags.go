@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/mixq/mixq"
 	"github.com/mixq/mixq/checkpoint"
 	"github.com/mixq/mixq/cpu"
+	"github.com/mixq/mixq/importance"
 	"github.com/mixq/mixq/policy"
 	"github.com/mixq/mixq/qformat"
 	"github.com/mixq/mixq/quant"
@@ -24,6 +26,12 @@ type planFlags struct {
 	policy       string
 	maxShardSize string
 	explain      bool
+	backend      string
+	imp          importanceFlags
+	highRatio    float64
+	lowRatio     float64
+	targetRatio  float64
+	targetBPW    float64
 }
 
 func (f *planFlags) register(c *cobra.Command) {
@@ -31,43 +39,93 @@ func (f *planFlags) register(c *cobra.Command) {
 	fl.IntVar(&f.groupSize, "group-size", quant.DefaultGroupSize, "elements per quantization group along each row")
 	fl.StringVar(&f.rulesFile, "rules", "", "JSON file of rules {\"rules\":[{\"pattern\":REGEX,\"precision\":P}]} placed before the built-in rules")
 	fl.StringArrayVar(&f.rules, "rule", nil, "rule REGEX=PRECISION (f32|f16|int8|int4), repeatable; first match wins")
-	fl.StringVar(&f.policy, "policy", "static", "precision policy: static")
+	fl.StringVar(&f.policy, "policy", "static", "precision policy: static (component rules), dynamic (importance ranks) or budget (least error for a size)")
 	fl.StringVar(&f.maxShardSize, "max-shard-size", "5GB", "largest shard of the output (e.g. 500MB, 2GiB, or bytes)")
-	fl.BoolVar(&f.explain, "explain", false, "show which rule chose each tensor")
+	fl.BoolVar(&f.explain, "explain", false, "show which rule or policy chose each tensor")
+	fl.StringVar(&f.backend, "backend", "auto", "compute backend: auto|cpu")
+	fl.Float64Var(&f.highRatio, "high-ratio", importance.DefaultHigh, "dynamic: share of ranked tensors kept in F16")
+	fl.Float64Var(&f.lowRatio, "low-ratio", importance.DefaultLow, "dynamic: share of ranked tensors in INT4")
+	fl.Float64Var(&f.targetRatio, "target-ratio", 0, "budget: compression versus FP32 to reach (e.g. 6)")
+	fl.Float64Var(&f.targetBPW, "target-bpw", 0, "budget: bits per weight to reach, all bytes written included")
+	f.imp.register(c)
 }
 
-// options turns the flags into pipeline options for a checkpoint.
-func (f *planFlags) options(ck *checkpoint.Checkpoint) (mixq.Options, error) {
+// options turns the flags into pipeline options for a checkpoint. For the
+// dynamic and budget policies it runs the importance analysis first, which
+// reads tensor data; the analysis is returned for the report.
+func (f *planFlags) options(ck *checkpoint.Checkpoint, stderr io.Writer) (mixq.Options, *importance.Analysis, error) {
 	var user []policy.Rule
 	if f.rulesFile != "" {
 		rs, err := policy.LoadRules(f.rulesFile)
 		if err != nil {
-			return mixq.Options{}, err
+			return mixq.Options{}, nil, err
 		}
 		user = append(user, rs...)
 	}
 	for _, s := range f.rules {
 		r, err := policy.ParseRule(s)
 		if err != nil {
-			return mixq.Options{}, err
+			return mixq.Options{}, nil, err
 		}
 		user = append(user, r)
 	}
-	if f.policy != "static" {
-		return mixq.Options{}, usagef("--policy %q: this build supports static", f.policy)
-	}
 	if f.groupSize < 1 || f.groupSize > quant.MaxGroupSize {
-		return mixq.Options{}, usagef("--group-size %d: want 1..%d", f.groupSize, quant.MaxGroupSize)
+		return mixq.Options{}, nil, usagef("--group-size %d: want 1..%d", f.groupSize, quant.MaxGroupSize)
 	}
 	shard, err := parseSize(f.maxShardSize)
 	if err != nil {
-		return mixq.Options{}, usagef("--max-shard-size: %v", err)
+		return mixq.Options{}, nil, usagef("--max-shard-size: %v", err)
 	}
-	return mixq.Options{
-		Policy:       mixq.StaticPolicy(ck, user),
-		GroupSize:    f.groupSize,
-		MaxShardSize: shard,
-	}, nil
+	be, err := openBackend(f.backend)
+	if err != nil {
+		return mixq.Options{}, nil, err
+	}
+	opt := mixq.Options{GroupSize: f.groupSize, MaxShardSize: shard, Backend: be}
+	budgetFlags := f.targetRatio != 0 || f.targetBPW != 0
+	switch f.policy {
+	case "static":
+		if budgetFlags {
+			return opt, nil, usagef("--target-ratio and --target-bpw need --policy budget")
+		}
+		opt.Policy = mixq.StaticPolicy(ck, user)
+		return opt, nil, nil
+	case "dynamic", "budget":
+	default:
+		return opt, nil, usagef("--policy %q: want static, dynamic or budget", f.policy)
+	}
+	if f.policy == "budget" && (f.targetRatio > 0) == (f.targetBPW > 0) {
+		return opt, nil, usagef("--policy budget needs exactly one of --target-ratio R or --target-bpw B, positive")
+	}
+	if f.policy == "dynamic" && budgetFlags {
+		return opt, nil, usagef("--target-ratio and --target-bpw need --policy budget")
+	}
+	a, err := f.imp.analyze(ck, be, f.groupSize, stderr)
+	if err != nil {
+		return opt, nil, err
+	}
+	if f.policy == "dynamic" {
+		d, err := importance.NewDynamic(a, user, f.highRatio, f.lowRatio)
+		if err != nil {
+			return opt, nil, usageError{err}
+		}
+		opt.Policy = d
+		return opt, a, nil
+	}
+	var target int64
+	if f.targetRatio > 0 {
+		target, err = importance.RatioTarget(ck, f.targetRatio)
+	} else {
+		target, err = importance.BPWTarget(ck, f.targetBPW)
+	}
+	if err != nil {
+		return opt, nil, usageError{err}
+	}
+	b, err := importance.NewBudget(a, user, ck, target, shard)
+	if err != nil {
+		return opt, nil, err
+	}
+	opt.Policy = b
+	return opt, a, nil
 }
 
 // parseSize reads 5GB, 500MB, 2GiB, 100kB or a plain byte count.
@@ -105,25 +163,40 @@ func openBackend(name string) (quant.Backend, error) {
 	return nil, usagef("--backend %q: want auto or cpu", name)
 }
 
+// planned is a checkpoint with its plan.
+type planned struct {
+	ck       *checkpoint.Checkpoint
+	opt      mixq.Options
+	plan     *qformat.Plan
+	analysis *importance.Analysis // nil for the static policy
+}
+
 // plan opens a checkpoint and plans its quantization from the flags,
-// printing --explain to stderr. The caller closes the checkpoint.
-func (f *planFlags) plan(c *cobra.Command, path string) (*checkpoint.Checkpoint, mixq.Options, *qformat.Plan, error) {
+// printing --explain to stderr. The caller closes p.ck.
+func (f *planFlags) plan(c *cobra.Command, path string) (*planned, error) {
 	ck, err := mixq.Open(path)
 	if err != nil {
-		return nil, mixq.Options{}, nil, err
+		return nil, err
 	}
-	opt, err := f.options(ck)
-	if err == nil {
-		var plan *qformat.Plan
-		if plan, err = mixq.PlanQuantization(ck, opt); err == nil {
+	p := &planned{ck: ck}
+	if p.opt, p.analysis, err = f.options(ck, c.ErrOrStderr()); err == nil {
+		if p.plan, err = mixq.PlanQuantization(ck, p.opt); err == nil {
 			if f.explain {
-				printExplain(c.ErrOrStderr(), plan)
+				printExplain(c.ErrOrStderr(), p.plan)
 			}
-			return ck, opt, plan, nil
+			return p, nil
 		}
 	}
 	ck.Close()
-	return nil, mixq.Options{}, nil, err
+	return nil, err
+}
+
+// report is the importance report of a planned quantization (nil for static).
+func (p *planned) report() *importance.Report {
+	if p.analysis == nil {
+		return nil
+	}
+	return p.analysis.Report(p.opt.Policy.(importance.Policy))
 }
 
 // parseFloatDType reads an f32|f16|bf16 flag.

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -13,11 +15,11 @@ import (
 
 func newQuantizeCmd() *cobra.Command {
 	var (
-		pf      planFlags
-		out     string
-		backend string
-		force   bool
-		asJSON  bool
+		pf        planFlags
+		out       string
+		reportDir string
+		force     bool
+		asJSON    bool
 	)
 	c := &cobra.Command{
 		Use:   "quantize IN -o OUT",
@@ -30,31 +32,49 @@ temporary name and renamed when complete.`,
 			if out == "" {
 				return usagef("quantize needs -o OUT")
 			}
-			be, err := openBackend(backend)
+			p, err := pf.plan(c, args[0])
 			if err != nil {
 				return err
 			}
-			ck, opt, plan, err := pf.plan(c, args[0])
-			if err != nil {
-				return err
-			}
-			defer ck.Close()
+			defer p.ck.Close()
+			ck, opt, plan := p.ck, p.opt, p.plan
 			var inBytes int64
 			for _, t := range ck.Tensors {
 				inBytes += int64(len(t.Raw()))
 			}
-			p := &tensorProgress{bar: newProgress(c.ErrOrStderr(), inBytes, "quantize"), label: "quantize", total: len(plan.Items)}
-			opt.Backend, opt.Force, opt.Progress = be, force, p.add
+			bar := &tensorProgress{bar: newProgress(c.ErrOrStderr(), inBytes, "quantize"), label: "quantize", total: len(plan.Items)}
+			var rep *renderedReport
+			if r := p.report(); r != nil {
+				if rep, err = renderReport(r); err != nil {
+					return err
+				}
+			}
+			opt.Force, opt.Progress = force, bar.add
 			res, err := mixq.Quantize(c.Context(), ck, plan, out, opt)
-			p.finish()
+			bar.finish()
 			if err != nil {
 				return err
 			}
+			var reportFiles []string
+			if rep != nil {
+				if reportDir == "" {
+					reportDir = filepath.Clean(out) + ".report"
+				}
+				if reportFiles, err = rep.write(reportDir); err != nil {
+					return err
+				}
+			}
 			if asJSON {
-				return writeJSON(c.OutOrStdout(), res)
+				return writeJSON(c.OutOrStdout(), struct {
+					*mixq.Result
+					Report []string `json:"report_files,omitempty"`
+				}{res, reportFiles})
 			}
 			w := c.OutOrStdout()
-			fmt.Fprintf(w, "wrote %s with backend %s\n", res.Output, res.Backend)
+			fmt.Fprintf(w, "wrote %s with backend %s and policy %s\n", res.Output, res.Backend, opt.Policy.Name())
+			if len(reportFiles) > 0 {
+				fmt.Fprintf(w, "report: %s\n", strings.Join(reportFiles, ", "))
+			}
 			printEstimate(w, res.Estimate)
 			fmt.Fprintf(w, "bytes on disk: %d (estimate %d)\n", res.WrittenBytes, res.Estimate.MixedPrecisionBytes)
 			return nil
@@ -62,7 +82,7 @@ temporary name and renamed when complete.`,
 	}
 	pf.register(c)
 	c.Flags().StringVarP(&out, "output", "o", "", "output directory")
-	c.Flags().StringVar(&backend, "backend", "auto", "compute backend: auto|cpu")
+	c.Flags().StringVar(&reportDir, "report", "", "dynamic/budget: directory for report.json and charts (default OUT.report)")
 	c.Flags().BoolVar(&force, "force", false, "replace an existing output")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return c

@@ -49,6 +49,7 @@ kept for sensitive tensors, chosen per tensor by a policy.`,
 		newBenchCmd(),
 		newEvalCmd(),
 		newCalibrateCmd(),
+		newAnalyzeCmd(),
 	)
 	return root
 }

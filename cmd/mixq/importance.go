@@ -1,0 +1,233 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mixq/mixq/charts"
+	"github.com/mixq/mixq/checkpoint"
+	"github.com/mixq/mixq/importance"
+	"github.com/mixq/mixq/model"
+	"github.com/mixq/mixq/quant"
+)
+
+// importanceFlags say where the importance signals come from.
+type importanceFlags struct {
+	calib       []string
+	calibTokens string
+	calibSample int
+	calibSeqLen int
+	calibSeed   uint64
+	grads       string
+	weights     string
+}
+
+func (f *importanceFlags) register(c *cobra.Command) {
+	fl := c.Flags()
+	fl.StringArrayVar(&f.calib, "calib", nil, "calibration file: activation dump or stats file from mixq calibrate (repeatable)")
+	fl.StringVar(&f.calibTokens, "calib-tokens", "", "calibrate with the built-in forward pass on these tokens (JSON as for eval)")
+	fl.IntVar(&f.calibSample, "calib-sample", 0, "calibrate with the built-in forward pass on N sequences sampled from the model")
+	fl.IntVar(&f.calibSeqLen, "calib-seq-len", 128, "length of the sampled calibration sequences")
+	fl.Uint64Var(&f.calibSeed, "calib-seed", 1, "seed of the sampled calibration sequences")
+	fl.StringVar(&f.grads, "grads", "", "gradients safetensors file (accumulated |grad| or grad², same tensor names; see docs/IMPORTANCE.md)")
+	fl.StringVar(&f.weights, "signal-weights", "weight=1,activation=1,gradient=1", "weights of the signals in the combined score")
+}
+
+// parseWeights reads "weight=1,activation=2,gradient=0".
+func parseWeights(s string) (map[importance.Signal]float64, error) {
+	w := map[importance.Signal]float64{}
+	for _, part := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			return nil, usagef("--signal-weights %q: want name=value pairs", s)
+		}
+		sig := importance.Signal(k)
+		known := false
+		for _, x := range importance.Signals {
+			known = known || x == sig
+		}
+		x, err := strconv.ParseFloat(v, 64)
+		if !known || err != nil || x < 0 {
+			return nil, usagef("--signal-weights: %q is not a signal (weight, activation, gradient) with a non-negative weight", part)
+		}
+		w[sig] = x
+	}
+	return w, nil
+}
+
+// calibration gathers activation statistics from files and/or the built-in
+// forward pass; nil when none was asked for.
+func (f *importanceFlags) calibration(path string, be quant.Backend) (*importance.CalibStats, error) {
+	var stats *importance.CalibStats
+	if len(f.calib) > 0 {
+		s, err := importance.Read(f.calib, be)
+		if err != nil {
+			return nil, err
+		}
+		stats = s
+	}
+	if f.calibTokens == "" && f.calibSample == 0 {
+		return stats, nil
+	}
+	m, err := model.Load(path, be)
+	if err != nil {
+		return nil, fmt.Errorf("built-in calibration: %w", err)
+	}
+	defer m.Close()
+	tf := tokenFlags{tokens: f.calibTokens, sample: f.calibSample, seqLen: f.calibSeqLen, seed: f.calibSeed}
+	seqs, err := tf.sequences(m)
+	if err != nil {
+		return nil, err
+	}
+	s, err := importance.FromModel(m, seqs, be)
+	if err != nil {
+		return nil, err
+	}
+	if stats == nil {
+		return s, nil
+	}
+	return stats, stats.Merge(s)
+}
+
+// analyze runs the importance analysis with notices on stderr.
+func (f *importanceFlags) analyze(ck *checkpoint.Checkpoint, be quant.Backend, groupSize int, stderr io.Writer) (*importance.Analysis, error) {
+	w, err := parseWeights(f.weights)
+	if err != nil {
+		return nil, err
+	}
+	calib, err := f.calibration(ck.Path, be)
+	if err != nil {
+		return nil, err
+	}
+	return importance.Analyze(ck, importance.Options{
+		Weights: w, Grads: f.grads, Calib: calib, Backend: be, GroupSize: groupSize,
+		Notice: func(s string) { fmt.Fprintf(stderr, "mixq: notice: %s\n", s) },
+	})
+}
+
+// renderedReport is report.json and its charts, rendered in memory so that
+// a failure shows before any output is written.
+type renderedReport struct {
+	json   []byte
+	charts []charts.Chart
+}
+
+func renderReport(r *importance.Report) (*renderedReport, error) {
+	b, err := r.JSON()
+	if err != nil {
+		return nil, err
+	}
+	cs, err := charts.All(r)
+	if err != nil {
+		return nil, err
+	}
+	return &renderedReport{b, cs}, nil
+}
+
+// write stores the report files in dir (created) and returns their paths.
+func (rr *renderedReport) write(dir string) ([]string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	files := []string{filepath.Join(dir, "report.json")}
+	if err := writeFileAtomic(files[0], rr.json); err != nil {
+		return nil, err
+	}
+	for _, c := range rr.charts {
+		p := filepath.Join(dir, c.Name)
+		if err := writeFileAtomic(p, c.PNG); err != nil {
+			return files, err
+		}
+		files = append(files, p)
+	}
+	return files, nil
+}
+
+// writeFileAtomic writes through a temporary file renamed into place.
+func writeFileAtomic(path string, b []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+func newAnalyzeCmd() *cobra.Command {
+	var (
+		f         importanceFlags
+		out       string
+		backend   string
+		groupSize int
+	)
+	c := &cobra.Command{
+		Use:   "analyze IN [--calib F]... [--calib-sample N] [--grads F] -o importance.json",
+		Short: "Score every tensor's importance and measure its error at INT4, INT8 and F16",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if out == "" {
+				return usagef("analyze needs -o FILE")
+			}
+			be, err := openBackend(backend)
+			if err != nil {
+				return err
+			}
+			ck, err := checkpoint.Open(args[0], checkpoint.Options{})
+			if err != nil {
+				return err
+			}
+			defer ck.Close()
+			a, err := f.analyze(ck, be, groupSize, c.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			d, err := importance.NewDynamic(a, nil, importance.DefaultHigh, importance.DefaultLow)
+			if err != nil {
+				return err
+			}
+			r := a.Report(d)
+			r.Policy = "analysis (precisions: dynamic 20/40/40)"
+			b, err := r.JSON()
+			if err != nil {
+				return err
+			}
+			if err := writeFileAtomic(out, b); err != nil {
+				return err
+			}
+			png := strings.TrimSuffix(out, filepath.Ext(out)) + ".png"
+			img, err := charts.Importance(r)
+			if err != nil {
+				return err
+			}
+			if err := writeFileAtomic(png, img); err != nil {
+				return err
+			}
+			fmt.Fprintf(c.OutOrStdout(), "wrote %s and %s: %d matrices scored with signals %v\n", out, png, len(a.Matrices()), a.Used)
+			return nil
+		},
+	}
+	f.register(c)
+	c.Flags().StringVarP(&out, "output", "o", "", "output JSON file")
+	c.Flags().StringVar(&backend, "backend", "auto", "compute backend: auto|cpu")
+	c.Flags().IntVar(&groupSize, "group-size", quant.DefaultGroupSize, "group size of the measured INT8/INT4 candidates")
+	return c
+}
