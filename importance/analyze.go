@@ -81,7 +81,7 @@ type Candidate struct {
 	Error float64 `json:"error"`
 	// RelError is Error / Σ_c m_c Σ_r w_rc² (0 for an all-zero tensor).
 	RelError float64 `json:"rel_error"`
-	// Loss is what the budget solver minimizes: Score × elements × RelError.
+	// Loss is what the budget solver minimizes: (1 + Score) × elements × RelError.
 	Loss float64 `json:"loss"`
 	// Feasible is false when the precision cannot hold the tensor (a scale
 	// or a value overflows F16); Reason says why.
@@ -403,7 +403,7 @@ func (a *Analysis) score(weights map[Signal]float64) {
 		for i := range t.Candidates {
 			c := &t.Candidates[i]
 			if c.Feasible {
-				c.Loss = t.Score * n * c.RelError
+				c.Loss = (1 + t.Score) * n * c.RelError
 			}
 		}
 	}

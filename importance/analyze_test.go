@@ -97,7 +97,7 @@ func TestMeasuredErrors(t *testing.T) {
 	assert.Equal(t, int64(16*12+2*16*3), c4.Bytes)
 	assert.Equal(t, int64(16*24+2*16*3), c8.Bytes)
 	assert.Equal(t, int64(2*16*24), c16.Bytes)
-	assert.InDelta(t, d.Score*float64(16*24)*c4.RelError, c4.Loss, 1e-12)
+	assert.InDelta(t, (1+d.Score)*float64(16*24)*c4.RelError, c4.Loss, 1e-12)
 }
 
 func TestActivationWeightedErrors(t *testing.T) {
