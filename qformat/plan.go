@@ -102,10 +102,18 @@ func Build(inputs []Input, decide Decide, opt Options) (*Plan, error) {
 	p := &Plan{GroupSize: g}
 	var specs []safetensors.Spec
 	recs := map[string]string{}
+	keys := map[string]string{} // output tensor → metadata key of its record
+	owner := map[string]string{} // output tensor → input tensor
 	counts := map[string]int{}
 	for _, in := range inputs {
 		d := decide(policy.Tensor{Name: in.Name, Shape: in.Shape})
-		if !d.Keep && in.NumElements() == 0 {
+		// The format's own rules hold whatever a policy says: vectors,
+		// scalars and empty tensors are stored as they are.
+		switch {
+		case d.Keep:
+		case len(in.Shape) < 2:
+			d.Keep, d.Reason = true, fmt.Sprintf("rank-%d tensors are kept as they are", len(in.Shape))
+		case in.NumElements() == 0:
 			d.Keep, d.Reason = true, "empty tensors are kept as they are"
 		}
 		it := Item{Input: in, Decision: d, Record: Record{DType: in.DType, Shape: in.Shape}}
@@ -144,9 +152,19 @@ func Build(inputs []Input, decide Decide, opt Options) (*Plan, error) {
 		if err != nil {
 			return nil, err
 		}
+		// Output names must not collide: an input named "W.scales" next to
+		// a quantized "W" would make the file ambiguous.
+		for _, o := range it.Outputs {
+			if prev, dup := owner[o.Name]; dup {
+				return nil, quant.InputError(&quant.TensorError{Tensor: in.Name, Err: fmt.Errorf(
+					"its output %q collides with the output of tensor %q; rename one, or keep %q unquantized with a rule", o.Name, prev, in.Name)})
+			}
+			owner[o.Name] = in.Name
+		}
 		// The record sits with the first output tensor, so it lands in the
 		// same shard as the data it describes.
 		recs[it.Outputs[0].Name] = string(rec)
+		keys[it.Outputs[0].Name] = RecordPrefix + in.Name
 		counts[it.Record.Precision]++
 		specs = append(specs, it.Outputs...)
 		p.Items = append(p.Items, it)
@@ -160,24 +178,13 @@ func Build(inputs []Input, decide Decide, opt Options) (*Plan, error) {
 		Config:         cfg,
 		Metadata:       map[string]string{FormatKey: Format, "format": "pt"},
 		TensorMetadata: recs,
-		MetadataKey:    recordKey,
+		MetadataKey:    func(out string) string { return keys[out] },
 	})
 	if err != nil {
 		return nil, err
 	}
 	p.Layout = l
 	return p, nil
-}
-
-// recordKey maps an output tensor to the metadata key of the record of its
-// original tensor.
-func recordKey(output string) string {
-	for _, suf := range []string{QWeight} {
-		if len(output) > len(suf) && output[len(output)-len(suf):] == suf {
-			return RecordPrefix + output[:len(output)-len(suf)]
-		}
-	}
-	return RecordPrefix + output
 }
 
 // QuantizedConfig returns the input config.json with a quantization_config

@@ -127,3 +127,51 @@ func TestReaderRejectsInconsistentFiles(t *testing.T) {
 		})
 	}
 }
+
+// Output names are reserved: a quantized "a" writes "a.qweight" and
+// "a.scales", so an input tensor of either name is refused, naming both.
+func TestBuildRejectsCollidingNames(t *testing.T) {
+	ins := []qformat.Input{
+		{Name: "a", DType: safetensors.F32, Shape: []int64{8, 8}},
+		{Name: "a.scales", DType: safetensors.F32, Shape: []int64{8, 2}},
+	}
+	decide := func(pt policy.Tensor) policy.Decision {
+		if pt.Name == "a" {
+			return policy.Decision{Name: pt.Name, Precision: quant.INT8}
+		}
+		return policy.Decision{Name: pt.Name, Precision: quant.F16}
+	}
+	_, err := qformat.Build(ins, decide, qformat.Options{GroupSize: 4})
+	require.ErrorIs(t, err, quant.ErrInput)
+	assert.Contains(t, err.Error(), `"a.scales"`)
+	assert.Contains(t, err.Error(), "collides")
+}
+
+// The format's rules hold whatever a policy says: a policy that asks for
+// INT8 everywhere still gets vectors, scalars and empty tensors kept.
+func TestBuildKeepsVectorsWhateverThePolicy(t *testing.T) {
+	ins := []qformat.Input{
+		{Name: "scalar", DType: safetensors.F32, Shape: []int64{}},
+		{Name: "vec", DType: safetensors.F32, Shape: []int64{5}},
+		{Name: "empty", DType: safetensors.F32, Shape: []int64{0, 5}},
+	}
+	int8All := func(pt policy.Tensor) policy.Decision { return policy.Decision{Name: pt.Name, Precision: quant.INT8} }
+	p, err := qformat.Build(ins, int8All, qformat.Options{})
+	require.NoError(t, err)
+	for _, it := range p.Items {
+		assert.Equal(t, qformat.Keep, it.Record.Precision, it.Input.Name)
+	}
+}
+
+// A kept tensor whose own name ends in ".qweight" reads back as itself.
+func TestReaderPrefersExactRecords(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "m.safetensors")
+	writeRaw(t, p, []safetensors.Spec{{Name: "b.qweight", DType: safetensors.F32, Shape: []int64{3}}},
+		map[string]string{qformat.FormatKey: qformat.Format, "mixq:b.qweight": `{"precision":"keep","dtype":"F32","shape":[3]}`})
+	m, err := qformat.Open(p)
+	require.NoError(t, err)
+	defer m.Close()
+	e, ok := m.Lookup("b.qweight")
+	require.True(t, ok)
+	assert.Equal(t, qformat.Keep, e.Record.Precision)
+}

@@ -81,8 +81,8 @@ func Open(path string) (*Model, error) {
 func FromCheckpoint(ck *checkpoint.Checkpoint) (*Model, error) {
 	m := &Model{Checkpoint: ck, byName: map[string]*Entry{}}
 	claimed := map[string]bool{}
-	bad := func(name string, format string, args ...any) error {
-		return quant.InputError(&quant.TensorError{Tensor: name, Err: fmt.Errorf(format, args...)})
+	bad := func(t *checkpoint.Tensor, name string, format string, args ...any) error {
+		return quant.InputError(&quant.TensorError{File: t.File.Path(), Tensor: name, Err: fmt.Errorf(format, args...)})
 	}
 	seenFormat := false
 	for _, t := range ck.Tensors {
@@ -93,29 +93,40 @@ func FromCheckpoint(ck *checkpoint.Checkpoint) (*Model, error) {
 			}
 			seenFormat = true
 		}
-		name, isQ := strings.CutSuffix(t.Name, QWeight)
-		if !isQ && strings.HasSuffix(t.Name, Scales) {
-			continue // claimed by its qweight
-		}
+		// A tensor stored under its own name has a record under that exact
+		// name; codes are stored as NAME.qweight with the record under
+		// NAME. The exact name is tried first, so an original tensor that
+		// happens to end in ".qweight" is still read as itself.
+		name, isQ := t.Name, false
 		raw, ok := md[RecordPrefix+name]
 		if !ok {
-			continue // reported below as unclaimed
+			base, cut := strings.CutSuffix(t.Name, QWeight)
+			if !cut {
+				continue // scales, or a stray tensor: reported below if unclaimed
+			}
+			if raw, ok = md[RecordPrefix+base]; !ok {
+				continue
+			}
+			name, isQ = base, true
 		}
 		e := &Entry{Name: name, data: t}
 		dec := json.NewDecoder(strings.NewReader(raw))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&e.Record); err != nil {
-			return nil, bad(name, "bad mixq record: %v", err)
+			return nil, bad(t, name, "bad mixq record: %v", err)
 		}
 		if err := m.bind(ck, e, isQ); err != nil {
-			return nil, bad(name, "%v", err)
+			return nil, bad(t, name, "%v", err)
+		}
+		if _, dup := m.byName[name]; dup {
+			return nil, bad(t, name, "stored twice")
 		}
 		claimed[t.Name] = true
 		if e.scales != nil {
+			if claimed[e.scales.Name] {
+				return nil, bad(t, name, "its scales %q are claimed twice", e.scales.Name)
+			}
 			claimed[e.scales.Name] = true
-		}
-		if _, dup := m.byName[name]; dup {
-			return nil, bad(name, "stored twice")
 		}
 		m.byName[name] = e
 		m.Entries = append(m.Entries, e)
@@ -125,7 +136,7 @@ func FromCheckpoint(ck *checkpoint.Checkpoint) (*Model, error) {
 	}
 	for _, t := range ck.Tensors {
 		if !claimed[t.Name] {
-			return nil, bad(t.Name, "has no mixq record")
+			return nil, bad(t, t.Name, "has no mixq record")
 		}
 	}
 	return m, nil

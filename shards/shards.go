@@ -79,6 +79,13 @@ func Plan(specs []safetensors.Spec, opt Options) (*Layout, error) {
 	l := &Layout{Config: opt.Config}
 	weightMap := map[string]string{}
 	var total int64
+	seen := map[string]bool{}
+	for _, sp := range specs {
+		if seen[sp.Name] {
+			return nil, fmt.Errorf("tensor %q would be written twice", sp.Name)
+		}
+		seen[sp.Name] = true
+	}
 	for i, g := range groups {
 		name := "model.safetensors"
 		if len(groups) > 1 {
@@ -169,6 +176,12 @@ func CreateLayout(dir string, l *Layout, replace bool) (*Writer, error) {
 	}
 	tmp, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+".tmp-")
 	if err != nil {
+		return nil, err
+	}
+	// MkdirTemp makes the directory private; the result is an ordinary
+	// directory like any checkpoint.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		os.Remove(tmp)
 		return nil, err
 	}
 	w := &Writer{dir: dir, tmp: tmp, layout: l, shard: -1, replace: replace}

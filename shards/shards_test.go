@@ -135,3 +135,20 @@ func assertEmpty(t *testing.T, dir string, except ...string) {
 		assert.True(t, ok, "left behind: %s", e.Name())
 	}
 }
+
+func TestPlanRejectsDuplicateNames(t *testing.T) {
+	sp := []safetensors.Spec{{Name: "x", DType: safetensors.U8, Shape: []int64{4}}, {Name: "x", DType: safetensors.U8, Shape: []int64{4}}}
+	_, err := Plan(sp, Options{MaxShardSize: 4})
+	assert.ErrorContains(t, err, `"x"`)
+}
+
+func TestOutputIsWorldReadable(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "out")
+	w, err := Create(dir, specs(), Options{})
+	require.NoError(t, err)
+	writeAll(t, w, specs())
+	require.NoError(t, w.Close())
+	fi, err := os.Stat(dir)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o755), fi.Mode().Perm())
+}
