@@ -154,20 +154,45 @@ func Quantize(ctx context.Context, ck *checkpoint.Checkpoint, plan *qformat.Plan
 	return &Result{Output: out, Backend: be.Name(), Estimate: plan.Estimate(0), WrittenBytes: written}, nil
 }
 
-// checkOutput refuses an output that is, or contains, the input.
+// checkOutput refuses an output that is, or contains, the input, comparing
+// real paths (symlinks resolved), since with Force the output's old contents
+// are deleted.
 func checkOutput(in, out string) error {
-	ai, err1 := filepath.Abs(in)
-	ao, err2 := filepath.Abs(out)
-	if err := errors.Join(err1, err2); err != nil {
+	ri, err := realPath(in)
+	if err != nil {
 		return err
 	}
-	if fi, err := os.Stat(ai); err == nil && !fi.IsDir() {
-		ai = filepath.Dir(ai)
+	if fi, err := os.Stat(ri); err == nil && !fi.IsDir() {
+		ri = filepath.Dir(ri)
 	}
-	if ai == ao || strings.HasPrefix(ai+string(filepath.Separator), ao+string(filepath.Separator)) {
+	ro, err := realPath(out)
+	if err != nil {
+		return err
+	}
+	sep := string(filepath.Separator)
+	if ri == ro || strings.HasPrefix(ri+sep, ro+sep) {
 		return quant.InputError(fmt.Errorf("output %s would overwrite the input %s", out, in))
 	}
 	return nil
+}
+
+// realPath makes p absolute with every existing symlink resolved, including
+// those of its parents when p itself does not exist yet.
+func realPath(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	rest := ""
+	for dir := abs; ; dir = filepath.Dir(dir) {
+		if r, err := filepath.EvalSymlinks(dir); err == nil {
+			return filepath.Join(r, rest), nil
+		}
+		if filepath.Dir(dir) == dir {
+			return abs, nil
+		}
+		rest = filepath.Join(filepath.Base(dir), rest)
+	}
 }
 
 // DirBytes sums the sizes of the regular files in dir (not recursive).
@@ -327,7 +352,7 @@ func (q *quantizer) load(raw []byte, dt safetensors.DType, lo, hi int) error {
 func (q *quantizer) encode(dt safetensors.DType, lo int) ([]byte, error) {
 	b := grow8(&q.bytes, dt.Size()*len(q.f32))
 	if err := checkpoint.EncodeFloat32(b, q.f32, dt); err != nil {
-		return nil, quant.InputError(fmt.Errorf("block at element %d: %w", lo, err))
+		return nil, quant.InputError(fmt.Errorf("%w (block starting at element %d of the tensor)", err, lo))
 	}
 	return b, nil
 }

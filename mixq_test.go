@@ -178,3 +178,27 @@ func TestQuantizeRefusesItsInput(t *testing.T) {
 	require.ErrorIs(t, err, quant.ErrInput)
 	assert.FileExists(t, filepath.Join(in, "model.safetensors"))
 }
+
+// With --force the output's old contents are deleted, so an output that is
+// the input seen through a symlink must be refused.
+func TestQuantizeRefusesItsInputThroughASymlink(t *testing.T) {
+	in := stories260K(t)
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real")
+	require.NoError(t, os.MkdirAll(real, 0o755))
+	for _, f := range []string{"model.safetensors", "config.json"} {
+		b, err := os.ReadFile(filepath.Join(in, f))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(real, f), b, 0o644))
+	}
+	link := filepath.Join(dir, "link")
+	require.NoError(t, os.Symlink(real, link))
+	ck, err := mixq.Open(link)
+	require.NoError(t, err)
+	defer ck.Close()
+	plan, err := mixq.PlanQuantization(ck, mixq.Options{})
+	require.NoError(t, err)
+	_, err = mixq.Quantize(context.Background(), ck, plan, real, mixq.Options{Force: true})
+	require.ErrorIs(t, err, quant.ErrInput)
+	assert.FileExists(t, filepath.Join(real, "model.safetensors"))
+}

@@ -30,6 +30,9 @@ type Options struct {
 	DType safetensors.DType
 	// MaxShardSize is the most tensor bytes per shard file; 0 means one file.
 	MaxShardSize int64
+	// Replace allows dir to exist; it is replaced once the new checkpoint
+	// is complete.
+	Replace bool
 	// Progress, when not nil, is called with the number of tensor data bytes
 	// written since its previous call, from the goroutine that called Write,
 	// after every chunk. The deltas add up to the total tensor data size.
@@ -58,7 +61,7 @@ func Write(dir string, opt Options) error {
 		return err
 	}
 	specs := p.Specs(dtype)
-	w, err := shards.Create(dir, specs, shards.Options{
+	l, err := shards.Plan(specs, shards.Options{
 		MaxShardSize: opt.MaxShardSize,
 		Config:       cfg,
 		Metadata: map[string]string{
@@ -70,6 +73,10 @@ func Write(dir string, opt Options) error {
 			"mixq.synth.description": p.Description,
 		},
 	})
+	if err != nil {
+		return err
+	}
+	w, err := shards.CreateLayout(dir, l, opt.Replace)
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ func newCalibrateCmd() *cobra.Command {
 		backend   string
 		maxTokens int
 		format    string
+		force     bool
 	)
 	c := &cobra.Command{
 		Use:   "calibrate MODEL (--tokens F.json | --sample N) -o ACTS.safetensors",
@@ -38,6 +39,9 @@ tokens.`,
 		RunE: func(c *cobra.Command, args []string) error {
 			if out == "" {
 				return usagef("calibrate needs -o FILE")
+			}
+			if err := refuseExisting(out, force); err != nil {
+				return err
 			}
 			if maxTokens < 1 {
 				return usagef("--max-tokens must be positive")
@@ -125,6 +129,7 @@ tokens.`,
 	}
 	tf.register(c)
 	c.Flags().StringVarP(&out, "output", "o", "", "output safetensors file")
+	c.Flags().BoolVar(&force, "force", false, "replace an existing output")
 	c.Flags().StringVar(&backend, "backend", "auto", "compute backend: auto|cpu")
 	c.Flags().IntVar(&maxTokens, "max-tokens", 4096, "acts: rows kept per layer")
 	c.Flags().StringVar(&format, "format", "acts", "acts: the activations themselves; stats: streaming per-channel mean/M2/count, any number of tokens in bounded memory")

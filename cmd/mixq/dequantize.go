@@ -21,6 +21,9 @@ func newDequantizeCmd() *cobra.Command {
 			if out == "" {
 				return usagef("dequantize needs -o OUT")
 			}
+			if err := refuseExisting(out, force); err != nil {
+				return err
+			}
 			dt, err := parseFloatDType("dtype", dtype)
 			if err != nil {
 				return err

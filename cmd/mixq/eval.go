@@ -72,7 +72,7 @@ func newEvalCmd() *cobra.Command {
 		tf                  tokenFlags
 		ref, qpath, backend string
 		logitsOut           string
-		asJSON              bool
+		asJSON, force       bool
 	)
 	c := &cobra.Command{
 		Use:   "eval --model IN [--quantized Q] (--tokens F.json | --sample N --seq-len L)",
@@ -105,6 +105,9 @@ func newEvalCmd() *cobra.Command {
 			opt := eval.Options{}
 			var lw *logitWriter
 			if logitsOut != "" {
+				if err := refuseExisting(logitsOut, force); err != nil {
+					return err
+				}
 				if lw, err = newLogitWriter(logitsOut); err != nil {
 					return err
 				}
@@ -140,6 +143,7 @@ func newEvalCmd() *cobra.Command {
 	c.Flags().StringVar(&backend, "backend", "auto", "compute backend: auto|cpu")
 	c.Flags().StringVar(&logitsOut, "logits-out", "", "write the original model's logits (little-endian float32, position-major, sequences in order)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.Flags().BoolVar(&force, "force", false, "replace an existing --logits-out file")
 	return c
 }
 
@@ -155,6 +159,11 @@ type logitWriter struct {
 func newLogitWriter(path string) (*logitWriter, error) {
 	f, err := os.CreateTemp(filepath.Dir(path), ".logits-*.tmp")
 	if err != nil {
+		return nil, err
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		os.Remove(f.Name())
 		return nil, err
 	}
 	return &logitWriter{path: path, f: f, w: bufio.NewWriterSize(f, 1<<20)}, nil

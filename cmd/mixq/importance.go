@@ -130,23 +130,53 @@ func renderReport(r *importance.Report) (*renderedReport, error) {
 	return &renderedReport{b, cs}, nil
 }
 
-// write stores the report files in dir (created) and returns their paths.
-func (rr *renderedReport) write(dir string) ([]string, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+// stage writes the report files into a temporary directory beside dir; the
+// returned commit renames it into place (replacing an old report, which
+// refuseExisting has already allowed) and discard removes it.
+func (rr *renderedReport) stage(dir string) (files []string, commit func() error, discard func(), err error) {
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+".tmp-")
+	if err != nil {
+		return nil, nil, nil, err
 	}
-	files := []string{filepath.Join(dir, "report.json")}
-	if err := writeFileAtomic(files[0], rr.json); err != nil {
-		return nil, err
+	discard = func() { os.RemoveAll(tmp) }
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		discard()
+		return nil, nil, nil, err
+	}
+	write := func(name string, b []byte) error {
+		files = append(files, filepath.Join(dir, name))
+		return os.WriteFile(filepath.Join(tmp, name), b, 0o644)
+	}
+	if err := write("report.json", rr.json); err != nil {
+		discard()
+		return nil, nil, nil, err
 	}
 	for _, c := range rr.charts {
-		p := filepath.Join(dir, c.Name)
-		if err := writeFileAtomic(p, c.PNG); err != nil {
-			return files, err
+		if err := write(c.Name, c.PNG); err != nil {
+			discard()
+			return nil, nil, nil, err
 		}
-		files = append(files, p)
 	}
-	return files, nil
+	commit = func() error {
+		old := ""
+		if _, err := os.Lstat(dir); err == nil {
+			old = tmp + ".old"
+			if err := os.Rename(dir, old); err != nil {
+				return err
+			}
+		}
+		if err := os.Rename(tmp, dir); err != nil {
+			if old != "" {
+				os.Rename(old, dir)
+			}
+			return err
+		}
+		if old != "" {
+			return os.RemoveAll(old)
+		}
+		return nil
+	}
+	return files, commit, discard, nil
 }
 
 // writeFileAtomic writes through a temporary file renamed into place.
@@ -178,6 +208,7 @@ func newAnalyzeCmd() *cobra.Command {
 		out       string
 		backend   string
 		groupSize int
+		force     bool
 	)
 	c := &cobra.Command{
 		Use:   "analyze IN [--calib F]... [--calib-sample N] [--grads F] -o importance.json",
@@ -186,6 +217,15 @@ func newAnalyzeCmd() *cobra.Command {
 		RunE: func(c *cobra.Command, args []string) error {
 			if out == "" {
 				return usagef("analyze needs -o FILE")
+			}
+			png := strings.TrimSuffix(out, filepath.Ext(out)) + ".png"
+			if png == out {
+				return usagef("-o %s: the report is JSON; its chart goes beside it as NAME.png", out)
+			}
+			for _, p := range []string{out, png} {
+				if err := refuseExisting(p, force); err != nil {
+					return err
+				}
 			}
 			be, err := openBackend(backend)
 			if err != nil {
@@ -213,7 +253,6 @@ func newAnalyzeCmd() *cobra.Command {
 			if err := writeFileAtomic(out, b); err != nil {
 				return err
 			}
-			png := strings.TrimSuffix(out, filepath.Ext(out)) + ".png"
 			img, err := charts.Importance(r)
 			if err != nil {
 				return err
@@ -229,5 +268,6 @@ func newAnalyzeCmd() *cobra.Command {
 	c.Flags().StringVarP(&out, "output", "o", "", "output JSON file")
 	c.Flags().StringVar(&backend, "backend", "auto", "compute backend: auto|cpu")
 	c.Flags().IntVar(&groupSize, "group-size", quant.DefaultGroupSize, "group size of the measured INT8/INT4 candidates")
+	c.Flags().BoolVar(&force, "force", false, "replace existing outputs")
 	return c
 }

@@ -334,3 +334,67 @@ func TestImportancePoliciesOnStories260K(t *testing.T) {
 	assert.FileExists(t, imp)
 	assert.FileExists(t, filepath.Join(dir, "importance.png"))
 }
+
+// Every command's outputs follow one rule: an existing path is replaced
+// only with --force.
+func TestNoOutputIsOverwrittenWithoutForce(t *testing.T) {
+	in := stories(t)
+	dir := t.TempDir()
+	precious := filepath.Join(dir, "precious")
+	require.NoError(t, os.WriteFile(precious, []byte("precious"), 0o644))
+	toks := filepath.Join(in, "reference.json")
+	for _, args := range [][]string{
+		{"calibrate", in, "--tokens", toks, "-o", precious},
+		{"eval", "--model", in, "--tokens", toks, "--logits-out", precious},
+		{"analyze", in, "-o", precious},
+		{"quantize", in, "-o", precious, "--policy", "dynamic"},
+		{"dequantize", in, "-o", precious},
+		{"synth", "--preset", "tiny", "-o", precious},
+	} {
+		code, _, stderr := runCLI(t, args...)
+		assert.Equal(t, 2, code, "%v: %s", args, stderr)
+		assert.Contains(t, stderr, "--force", args)
+		b, err := os.ReadFile(precious)
+		require.NoError(t, err)
+		require.Equal(t, "precious", string(b), "%v overwrote its output", args)
+	}
+	code, _, stderr := runCLI(t, "analyze", in, "-o", filepath.Join(dir, "imp.png"))
+	assert.Equal(t, 2, code, stderr)
+
+	// An existing report directory is protected too, and is checked before
+	// any output is written.
+	q := filepath.Join(dir, "q")
+	require.NoError(t, os.MkdirAll(q+".report", 0o755))
+	code, _, stderr = runCLI(t, "quantize", in, "-o", q, "--policy", "dynamic")
+	assert.Equal(t, 2, code, stderr)
+	assert.NoDirExists(t, q)
+	code, _, stderr = runCLI(t, "quantize", in, "-o", q, "--policy", "dynamic", "--force")
+	require.Equal(t, 0, code, stderr)
+	assert.FileExists(t, filepath.Join(q+".report", "report.json"))
+
+	// --force on synth replaces the old checkpoint only once the new one is
+	// complete, through the same path as quantize.
+	s := filepath.Join(dir, "s")
+	code, _, stderr = runCLI(t, "synth", "--preset", "tiny", "-o", s)
+	require.Equal(t, 0, code, stderr)
+	code, _, stderr = runCLI(t, "synth", "--preset", "tiny-moe", "-o", s, "--force")
+	require.Equal(t, 0, code, stderr)
+	fi, err := os.Stat(s)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o755), fi.Mode().Perm())
+}
+
+// Checkpoints whose names have no "layers.N." (GPT-2 style) quantize under
+// the importance policies too.
+func TestDynamicWithoutLayerNames(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "gpt2.safetensors")
+	w := make([]float32, 16*32)
+	for i := range w {
+		w[i] = float32(i%13) - 6
+	}
+	writeF32(t, in, "transformer.h.0.attn.c_attn.weight", []int64{16, 32}, w)
+	code, _, stderr := runCLI(t, "quantize", in, "-o", filepath.Join(dir, "q"), "--policy", "dynamic")
+	require.Equal(t, 0, code, stderr)
+	assert.FileExists(t, filepath.Join(dir, "q.report", "precision-map.png"))
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"strconv"
 	"strings"
 
@@ -147,10 +148,11 @@ func parseSize(s string) (int64, error) {
 		}
 	}
 	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v <= 0 {
-		return 0, fmt.Errorf("%q is not a positive size", s)
+	n := v * float64(mult)
+	if err != nil || math.IsNaN(n) || n < 1 || n > math.MaxInt64/2 {
+		return 0, fmt.Errorf("%q is not a size of at least one byte", s)
 	}
-	return int64(v * float64(mult)), nil
+	return int64(n), nil
 }
 
 // openBackend resolves --backend. This build has the CPU backend only, so

@@ -32,6 +32,10 @@ temporary name and renamed when complete.`,
 			if out == "" {
 				return usagef("quantize needs -o OUT")
 			}
+			// Refuse before any analysis runs, not after.
+			if err := refuseExisting(out, force); err != nil {
+				return err
+			}
 			p, err := pf.plan(c, args[0])
 			if err != nil {
 				return err
@@ -43,11 +47,27 @@ temporary name and renamed when complete.`,
 				inBytes += int64(len(t.Raw()))
 			}
 			bar := &tensorProgress{bar: newProgress(c.ErrOrStderr(), inBytes, "quantize"), label: "quantize", total: len(plan.Items)}
-			var rep *renderedReport
+			// The report is rendered and staged before the output is
+			// written, and put in place right after it.
+			var reportFiles []string
+			commitReport := func() error { return nil }
 			if r := p.report(); r != nil {
-				if rep, err = renderReport(r); err != nil {
+				if reportDir == "" {
+					reportDir = filepath.Clean(out) + ".report"
+				}
+				if err := refuseExisting(reportDir, force); err != nil {
 					return err
 				}
+				rep, err := renderReport(r)
+				if err != nil {
+					return err
+				}
+				files, commit, discard, err := rep.stage(reportDir)
+				if err != nil {
+					return err
+				}
+				defer discard()
+				reportFiles, commitReport = files, commit
 			}
 			opt.Force, opt.Progress = force, bar.add
 			res, err := mixq.Quantize(c.Context(), ck, plan, out, opt)
@@ -55,14 +75,8 @@ temporary name and renamed when complete.`,
 			if err != nil {
 				return err
 			}
-			var reportFiles []string
-			if rep != nil {
-				if reportDir == "" {
-					reportDir = filepath.Clean(out) + ".report"
-				}
-				if reportFiles, err = rep.write(reportDir); err != nil {
-					return err
-				}
+			if err := commitReport(); err != nil {
+				return fmt.Errorf("%s was written, but its report was not: %w", out, err)
 			}
 			if asJSON {
 				return writeJSON(c.OutOrStdout(), struct {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -47,13 +46,8 @@ func newSynthCmd() *cobra.Command {
 			if err != nil {
 				return usagef("--max-shard-size: %v", err)
 			}
-			if _, err := os.Stat(out); err == nil {
-				if !force {
-					return usagef("%s already exists (use --force to replace it)", out)
-				}
-				if err := os.RemoveAll(out); err != nil {
-					return err
-				}
+			if err := refuseExisting(out, force); err != nil {
+				return err
 			}
 			total := p.Parameters() * int64(dt.Size())
 			bar := newProgress(c.ErrOrStderr(), total, "synth "+p.Name)
@@ -61,7 +55,7 @@ func newSynthCmd() *cobra.Command {
 			if bar != nil {
 				progress = func(n int64) { bar.Add64(n) }
 			}
-			err = synth.Write(out, synth.Options{Preset: p, Seed: seed, DType: dt, MaxShardSize: shard, Progress: progress})
+			err = synth.Write(out, synth.Options{Preset: p, Seed: seed, DType: dt, MaxShardSize: shard, Progress: progress, Replace: force})
 			if bar != nil {
 				bar.Finish()
 			}
