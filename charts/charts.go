@@ -2,6 +2,7 @@ package charts
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"image/color"
 	"math"
@@ -77,6 +78,10 @@ func (b colorBox) Thumbnail(c *draw.Canvas) {
 	}))
 }
 
+// ErrNoMatrices is returned for a report without any matrix: there is
+// nothing to draw.
+var ErrNoMatrices = errors.New("the report has no matrices to draw")
+
 // Chart is a rendered PNG.
 type Chart struct {
 	Name string
@@ -111,6 +116,9 @@ func Importance(r *importance.Report) ([]byte, error) {
 		}
 		c := string(t.Component)
 		series[c] = append(series[c], plotter.XY{X: float64(pos[t.Name].layer), Y: t.Score})
+	}
+	if len(series) == 0 {
+		return nil, ErrNoMatrices
 	}
 	names := sortedKeys(series)
 	for i, c := range names {
@@ -164,8 +172,8 @@ func PrecisionMap(r *importance.Report) ([]byte, error) {
 		}
 	}
 	parts := append(sortedKeys(partSet), outside...)
-	if len(parts) == 0 || nLayers == 0 {
-		return nil, fmt.Errorf("no layered matrices to map")
+	if len(parts) == 0 {
+		return nil, ErrNoMatrices
 	}
 	row := map[string]int{}
 	for i, p := range parts {
@@ -230,6 +238,10 @@ func ErrorVsBytes(r *importance.Report) ([]byte, error) {
 	p.Y.Scale = plot.LogScale{}
 	p.X.Tick.Marker = plot.LogTicks{Prec: 1}
 	p.Y.Tick.Marker = plot.LogTicks{Prec: 1}
+	drawn := false
+	// Explicit ranges: gonum widens a degenerate range (all points equal)
+	// by ±1, which goes non-positive and breaks a log axis.
+	xMin, xMax, yMin, yMax := math.Inf(1), math.Inf(-1), math.Inf(1), math.Inf(-1)
 	for _, name := range []string{"int4", "int8", "f16"} {
 		var all, chosen plotter.XYs
 		for _, t := range r.Tensors {
@@ -238,6 +250,8 @@ func ErrorVsBytes(r *importance.Report) ([]byte, error) {
 					continue
 				}
 				xy := plotter.XY{X: float64(c.Bytes), Y: c.RelError}
+				xMin, xMax = math.Min(xMin, xy.X), math.Max(xMax, xy.X)
+				yMin, yMax = math.Min(yMin, xy.Y), math.Max(yMax, xy.Y)
 				all = append(all, xy)
 				if t.Precision == name {
 					chosen = append(chosen, xy)
@@ -251,6 +265,7 @@ func ErrorVsBytes(r *importance.Report) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
+		drawn = true
 		s.GlyphStyle.Color = precisionColors[name]
 		s.GlyphStyle.Shape = draw.CircleGlyph{}
 		s.GlyphStyle.Radius = vg.Points(2.5)
@@ -268,12 +283,18 @@ func ErrorVsBytes(r *importance.Report) ([]byte, error) {
 			p.Legend.Add(name+" chosen", c)
 		}
 	}
+	if !drawn {
+		return nil, ErrNoMatrices
+	}
+	p.X.Min, p.X.Max = xMin/2, xMax*2
+	p.Y.Min, p.Y.Max = yMin/2, yMax*2
 	p.Legend.Top = true
 	p.Add(plotter.NewGrid())
 	return render(p, 8*vg.Inch, 5*vg.Inch)
 }
 
 // All renders the three charts of a report, named as they should be saved.
+// A report without matrices gives no charts, not an error.
 func All(r *importance.Report) ([]Chart, error) {
 	fns := []struct {
 		name string
@@ -286,6 +307,9 @@ func All(r *importance.Report) ([]Chart, error) {
 	var out []Chart
 	for _, f := range fns {
 		b, err := f.fn(r)
+		if errors.Is(err, ErrNoMatrices) {
+			continue
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", f.name, err)
 		}

@@ -50,3 +50,20 @@ func TestPositions(t *testing.T) {
 	require.Equal(t, position{1, "self_attn.q_proj"}, pos["model.layers.1.self_attn.q_proj.weight"])
 	require.Equal(t, 2, pos["model.norm.weight"].layer, "after the layers")
 }
+
+// Checkpoints without "layers.N." names (GPT-2 style) still get charts, and
+// a report without matrices gets none rather than an error.
+func TestChartsWithoutLayers(t *testing.T) {
+	r := &importance.Report{Policy: "test"}
+	for _, n := range []string{"transformer.h.0.attn.c_attn.weight", "transformer.wte.weight"} {
+		r.Tensors = append(r.Tensors, importance.TensorReport{Name: n, Shape: []int64{4, 4}, Component: policy.Other, Matrix: true, Score: 0.5, Precision: "int8",
+			Candidates: []importance.Candidate{{Precision: quant.INT8, Bytes: 20, RelError: 1e-4, Feasible: true}}})
+	}
+	cs, err := All(r)
+	require.NoError(t, err)
+	require.Len(t, cs, 3)
+
+	cs, err = All(&importance.Report{Tensors: []importance.TensorReport{{Name: "norm", Shape: []int64{4}, Precision: "keep"}}})
+	require.NoError(t, err)
+	require.Empty(t, cs)
+}
