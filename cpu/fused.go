@@ -1,8 +1,6 @@
 package cpu
 
 import (
-	"math"
-
 	"github.com/mixq/mixq/quant"
 )
 
@@ -65,22 +63,14 @@ func quantizeGroups(packed []byte, scales []uint16, w []float32, l quant.Layout,
 			a := g * gs
 			e := min(a+gs, cols)
 			grp := x[a:e]
-			m := absMaxBits(grp)
-			if m >= nonFiniteBits {
-				i := firstNonFinite(grp)
-				r.nonFinite, r.value = row*cols+a+i, grp[i]
+			amax, ok := r.scale(s, grp, p, row, g, a, cols, gpr)
+			if !ok {
 				return
-			}
-			amax := math.Float32frombits(m)
-			bits, ok := quant.ScaleBits(amax, p)
-			s[g] = bits
-			if !ok && r.overflow < 0 {
-				r.overflow, r.amax = row*gpr+g, amax
 			}
 			if r.overflow >= 0 || odd {
 				continue // nothing more to encode; or encoded by whole rows below
 			}
-			inv := quant.Reciprocal(bits)
+			inv := quant.Reciprocal(s[g])
 			switch free := clampFree(amax, inv, qmaxOf(int4)); {
 			case !int4 && free:
 				encode8Raw(d[a:e], grp, inv)

@@ -92,18 +92,8 @@ func groupScales(scales []uint16, w []float32, l quant.Layout, lo, hi int, r *sc
 		s := scales[row*gpr : row*gpr+gpr]
 		for g := g0; g < g1; g++ {
 			a := g * gs
-			grp := x[a:min(a+gs, cols)]
-			m := absMaxBits(grp)
-			if m >= nonFiniteBits {
-				i := firstNonFinite(grp)
-				r.nonFinite, r.value = row*cols+a+i, grp[i]
+			if _, ok := r.scale(s, x[a:min(a+gs, cols)], p, row, g, a, cols, gpr); !ok {
 				return
-			}
-			amax := math.Float32frombits(m)
-			bits, ok := quant.ScaleBits(amax, p)
-			s[g] = bits
-			if !ok && r.overflow < 0 {
-				r.overflow, r.amax = row*gpr+g, amax
 			}
 		}
 		f += g1 - g0
@@ -147,4 +137,25 @@ func firstNonFinite(x []float32) int {
 		}
 	}
 	panic("cpu: firstNonFinite: no non-finite value")
+}
+
+// scale computes the scale of group g of row (its elements grp, starting
+// at column a) into s[g] and returns the group's absolute maximum. It
+// records the group's non-finite element and returns false, ending the scan,
+// or records the first overflowing group and goes on, since a later NaN
+// still wins over an overflow.
+func (r *scaleResult) scale(s []uint16, grp []float32, p quant.Precision, row, g, a, cols, gpr int) (float32, bool) {
+	m := absMaxBits(grp)
+	if m >= nonFiniteBits {
+		i := firstNonFinite(grp)
+		r.nonFinite, r.value = row*cols+a+i, grp[i]
+		return 0, false
+	}
+	amax := math.Float32frombits(m)
+	bits, ok := quant.ScaleBits(amax, p)
+	s[g] = bits
+	if !ok && r.overflow < 0 {
+		r.overflow, r.amax = row*gpr+g, amax
+	}
+	return amax, true
 }
