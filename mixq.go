@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -350,9 +351,18 @@ func (q *quantizer) load(raw []byte, dt safetensors.DType, lo, hi int) error {
 
 // encode narrows the block to dt, refusing finite values that overflow it.
 func (q *quantizer) encode(dt safetensors.DType, lo int) ([]byte, error) {
+	if dt == safetensors.F16 {
+		// Checked here, not left to EncodeFloat32, so the error gives the
+		// index in the tensor rather than in the block.
+		for i, v := range q.f32 {
+			if math.Abs(float64(v)) >= 65520 { // rounds to Inf in binary16
+				return nil, quant.InputError(fmt.Errorf("value %g at index %d overflows F16 (max 65504)", v, lo+i))
+			}
+		}
+	}
 	b := grow8(&q.bytes, dt.Size()*len(q.f32))
 	if err := checkpoint.EncodeFloat32(b, q.f32, dt); err != nil {
-		return nil, quant.InputError(fmt.Errorf("%w (block starting at element %d of the tensor)", err, lo))
+		return nil, quant.InputError(err)
 	}
 	return b, nil
 }

@@ -2,6 +2,8 @@ package mixq_test
 
 import (
 	"context"
+	"encoding/binary"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -201,4 +203,34 @@ func TestQuantizeRefusesItsInputThroughASymlink(t *testing.T) {
 	_, err = mixq.Quantize(context.Background(), ck, plan, real, mixq.Options{Force: true})
 	require.ErrorIs(t, err, quant.ErrInput)
 	assert.FileExists(t, filepath.Join(real, "model.safetensors"))
+}
+
+// An F16 overflow deep inside a large tensor is reported with its index in
+// the tensor, past the first streaming block.
+func TestF16OverflowNamesTheTensorIndex(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "m.safetensors")
+	const rows, cols = 1 << 12, 1 << 11 // 8M elements: two blocks
+	spec := safetensors.Spec{Name: "lm_head.weight", DType: safetensors.F32, Shape: []int64{rows, cols}}
+	w, err := safetensors.Create(in, []safetensors.Spec{spec}, nil)
+	require.NoError(t, err)
+	buf := make([]byte, 4*cols)
+	bad := rows*cols - 3
+	for r := 0; r < rows; r++ {
+		clear(buf)
+		if r == bad/cols {
+			binary.LittleEndian.PutUint32(buf[4*(bad%cols):], math.Float32bits(1e6))
+		}
+		require.NoError(t, w.Write(spec.Name, buf))
+	}
+	require.NoError(t, w.Close())
+	ck, err := mixq.Open(in)
+	require.NoError(t, err)
+	defer ck.Close()
+	plan, err := mixq.PlanQuantization(ck, mixq.Options{})
+	require.NoError(t, err)
+	_, err = mixq.Quantize(context.Background(), ck, plan, filepath.Join(dir, "q"), mixq.Options{})
+	require.ErrorIs(t, err, quant.ErrInput)
+	assert.Contains(t, err.Error(), fmt.Sprintf("index %d", bad))
+	assert.Contains(t, err.Error(), "lm_head.weight")
 }

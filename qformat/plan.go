@@ -102,7 +102,7 @@ func Build(inputs []Input, decide Decide, opt Options) (*Plan, error) {
 	p := &Plan{GroupSize: g}
 	var specs []safetensors.Spec
 	recs := map[string]string{}
-	keys := map[string]string{} // output tensor → metadata key of its record
+	keys := map[string]string{}  // output tensor → metadata key of its record
 	owner := map[string]string{} // output tensor → input tensor
 	counts := map[string]int{}
 	for _, in := range inputs {
