@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/mixq/mixq/checkpoint"
 	"github.com/mixq/mixq/qformat"
 	"github.com/mixq/mixq/quant"
 	"github.com/mixq/mixq/safetensors"
@@ -84,8 +83,8 @@ func Dequantize(ctx context.Context, m *qformat.Model, out string, dtype safeten
 				return &quant.TensorError{Tensor: e.Name, Err: err}
 			}
 			b := grow8(&buf, (hi-lo)*dtype.Size())
-			if err := checkpoint.EncodeFloat32(b, dst, dtype); err != nil {
-				return quant.InputError(&quant.TensorError{Tensor: e.Name, Err: fmt.Errorf("at element %d: %w", lo, err)})
+			if err := encodeAt(b, dst, dtype, lo); err != nil {
+				return quant.InputError(&quant.TensorError{Tensor: e.Name, Err: err})
 			}
 			if err := w.Write(e.Name, b); err != nil {
 				return err

@@ -351,20 +351,25 @@ func (q *quantizer) load(raw []byte, dt safetensors.DType, lo, hi int) error {
 
 // encode narrows the block to dt, refusing finite values that overflow it.
 func (q *quantizer) encode(dt safetensors.DType, lo int) ([]byte, error) {
+	b := grow8(&q.bytes, dt.Size()*len(q.f32))
+	return b, encodeAt(b, q.f32, dt, lo)
+}
+
+// encodeAt narrows elements [lo, lo+len(src)) of a tensor to dt. The F16
+// range is checked here, not left to EncodeFloat32, so that an error gives
+// the index in the tensor rather than in the block.
+func encodeAt(dst []byte, src []float32, dt safetensors.DType, lo int) error {
 	if dt == safetensors.F16 {
-		// Checked here, not left to EncodeFloat32, so the error gives the
-		// index in the tensor rather than in the block.
-		for i, v := range q.f32 {
-			if math.Abs(float64(v)) >= 65520 { // rounds to Inf in binary16
-				return nil, quant.InputError(fmt.Errorf("value %g at index %d overflows F16 (max 65504)", v, lo+i))
+		for i, v := range src {
+			if math.Abs(float64(v)) >= 65520 && !math.IsInf(float64(v), 0) { // rounds to Inf in binary16
+				return quant.InputError(fmt.Errorf("value %g at index %d overflows F16 (max 65504)", v, lo+i))
 			}
 		}
 	}
-	b := grow8(&q.bytes, dt.Size()*len(q.f32))
-	if err := checkpoint.EncodeFloat32(b, q.f32, dt); err != nil {
-		return nil, quant.InputError(err)
+	if err := checkpoint.EncodeFloat32(dst, src, dt); err != nil {
+		return quant.InputError(err)
 	}
-	return b, nil
+	return nil
 }
 
 func grow32(s *[]float32, n int) []float32 {
