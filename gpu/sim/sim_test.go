@@ -1,0 +1,64 @@
+package sim
+
+import (
+	"path/filepath"
+	"testing"
+
+	"github.com/mixq/mixq/cpu"
+	"github.com/mixq/mixq/gpu"
+	"github.com/mixq/mixq/quant"
+	"github.com/mixq/mixq/quant/quanttest"
+	"github.com/stretchr/testify/require"
+)
+
+// The CUDA kernels, run by the emulator through the GPU driver, against the
+// CPU reference: the whole conformance suite, bit for bit.
+func TestConformance(t *testing.T) {
+	b := New(gpu.Options{})
+	defer b.Close()
+	quanttest.TestBackend(t, b)
+}
+
+// A chunk of a few rows makes every tensor of the suite cross chunk and
+// stream boundaries, so the pipeline's offsets and error positions are
+// checked too.
+func TestConformanceSmallChunks(t *testing.T) {
+	b := New(gpu.Options{ChunkBytes: 3000})
+	defer b.Close()
+	quanttest.TestBackend(t, b)
+}
+
+func TestGolden(t *testing.T) {
+	b := New(gpu.Options{})
+	defer b.Close()
+	quanttest.TestGolden(t, b, filepath.Join("..", "..", "testdata", "golden"))
+}
+
+// Both matmul paths with and without vector loads, at the sizes where the
+// tiles and the lanes wrap.
+func TestMatMulPaths(t *testing.T) {
+	b := New(gpu.Options{})
+	defer b.Close()
+	ref := cpu.New(1)
+	for _, l := range []quant.Layout{
+		{Rows: 9, Cols: 1024, GroupSize: 32, Precision: quant.INT4}, // vec, 32 groups
+		{Rows: 9, Cols: 1032, GroupSize: 8, Precision: quant.INT4},  // vec, 129 groups
+		{Rows: 5, Cols: 1028, GroupSize: 4, Precision: quant.INT8},  // vec INT8
+		{Rows: 5, Cols: 1030, GroupSize: 10, Precision: quant.INT4}, // no vec
+	} {
+		for _, m := range []int{1, 8, 9, 17, 33} {
+			p := gpu.PlanMatMul(m, l)
+			r := quanttest.NewRand(quanttest.Seed(t), "paths")
+			w := quanttest.Weights(r, l)
+			scales := make([]uint16, l.NumScales())
+			packed := make([]byte, l.PackedBytes())
+			require.NoError(t, ref.QuantizeGroups(packed, scales, w, l))
+			x := quanttest.Activations(r, m, l.Cols)
+			want := make([]float32, m*l.Rows)
+			got := make([]float32, m*l.Rows)
+			require.NoError(t, ref.MatMul(want, x, m, packed, scales, l))
+			require.NoError(t, b.MatMul(got, x, m, packed, scales, l))
+			quanttest.RequireEqualBits(t, p.Kernel, got, want)
+		}
+	}
+}
