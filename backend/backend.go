@@ -14,6 +14,7 @@ import (
 	"github.com/mixq/mixq/cpu"
 	"github.com/mixq/mixq/cuda/probe"
 	"github.com/mixq/mixq/gpu"
+	"github.com/mixq/mixq/gpu/sim"
 	"github.com/mixq/mixq/quant"
 )
 
@@ -111,10 +112,13 @@ type Choice struct {
 	Ordinal int    // the GPU for cuda (cuda:N), 0 by default
 }
 
-// Parse reads auto, cpu, cuda or cuda:N.
+// Parse reads auto, cpu, cuda, cuda:N or cuda-sim. cuda-sim is the CUDA
+// kernels and driver run by the CPU emulator of package gpu/sim: slow, for
+// checking on machines without a GPU that the GPU code path writes the
+// same bytes as the CPU.
 func Parse(s string) (Choice, error) {
 	switch s {
-	case "auto", "cpu", "cuda":
+	case "auto", "cpu", "cuda", "cuda-sim":
 		return Choice{Kind: s}, nil
 	}
 	if n, ok := strings.CutPrefix(s, "cuda:"); ok {
@@ -133,8 +137,11 @@ func Open(s string, notice io.Writer) (quant.Backend, error) {
 	if err != nil {
 		return nil, quant.InputError(err)
 	}
-	if c.Kind == "cpu" {
+	switch c.Kind {
+	case "cpu":
 		return cpu.New(0), nil
+	case "cuda-sim":
+		return sim.New(gpu.Options{}), nil
 	}
 	be, err := openCUDA(c.Ordinal)
 	if err == nil {

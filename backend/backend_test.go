@@ -19,7 +19,7 @@ import (
 
 func TestParse(t *testing.T) {
 	for in, want := range map[string]Choice{
-		"auto": {Kind: "auto"}, "cpu": {Kind: "cpu"}, "cuda": {Kind: "cuda"}, "cuda:3": {Kind: "cuda", Ordinal: 3},
+		"auto": {Kind: "auto"}, "cpu": {Kind: "cpu"}, "cuda": {Kind: "cuda"}, "cuda:3": {Kind: "cuda", Ordinal: 3}, "cuda-sim": {Kind: "cuda-sim"},
 	} {
 		got, err := Parse(in)
 		require.NoError(t, err, in)

@@ -130,7 +130,7 @@ tokens.`,
 	tf.register(c)
 	c.Flags().StringVarP(&out, "output", "o", "", "output safetensors file")
 	c.Flags().BoolVar(&force, "force", false, "replace an existing output")
-	c.Flags().StringVar(&backend, "backend", "auto", "compute backend: auto|cpu")
+	c.Flags().StringVar(&backend, "backend", "auto", backendHelp)
 	c.Flags().IntVar(&maxTokens, "max-tokens", 4096, "acts: rows kept per layer")
 	c.Flags().StringVar(&format, "format", "acts", "acts: the activations themselves; stats: streaming per-channel mean/M2/count, any number of tokens in bounded memory")
 	return c

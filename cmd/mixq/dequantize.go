@@ -61,7 +61,7 @@ func newDequantizeCmd() *cobra.Command {
 	}
 	c.Flags().StringVarP(&out, "output", "o", "", "output directory")
 	c.Flags().StringVar(&dtype, "dtype", "f32", "output dtype: f32|f16|bf16")
-	c.Flags().StringVar(&backend, "backend", "auto", "compute backend: auto|cpu")
+	c.Flags().StringVar(&backend, "backend", "auto", backendHelp)
 	c.Flags().StringVar(&maxShard, "max-shard-size", "5GB", "largest shard of the output")
 	c.Flags().BoolVar(&force, "force", false, "replace an existing output")
 	return c

@@ -140,7 +140,7 @@ func newEvalCmd() *cobra.Command {
 	tf.register(c)
 	c.Flags().StringVar(&ref, "model", "", "original checkpoint")
 	c.Flags().StringVar(&qpath, "quantized", "", "mixq checkpoint to compare with the original")
-	c.Flags().StringVar(&backend, "backend", "auto", "compute backend: auto|cpu")
+	c.Flags().StringVar(&backend, "backend", "auto", backendHelp)
 	c.Flags().StringVar(&logitsOut, "logits-out", "", "write the original model's logits (little-endian float32, position-major, sequences in order)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.Flags().BoolVar(&force, "force", false, "replace an existing --logits-out file")

@@ -266,7 +266,7 @@ func newAnalyzeCmd() *cobra.Command {
 	}
 	f.register(c)
 	c.Flags().StringVarP(&out, "output", "o", "", "output JSON file")
-	c.Flags().StringVar(&backend, "backend", "auto", "compute backend: auto|cpu")
+	c.Flags().StringVar(&backend, "backend", "auto", backendHelp)
 	c.Flags().IntVar(&groupSize, "group-size", quant.DefaultGroupSize, "group size of the measured INT8/INT4 candidates")
 	c.Flags().BoolVar(&force, "force", false, "replace existing outputs")
 	return c

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -397,4 +399,41 @@ func TestDynamicWithoutLayerNames(t *testing.T) {
 	code, _, stderr := runCLI(t, "quantize", in, "-o", filepath.Join(dir, "q"), "--policy", "dynamic")
 	require.Equal(t, 0, code, stderr)
 	assert.FileExists(t, filepath.Join(dir, "q.report", "precision-map.png"))
+}
+
+// The GPU code path writes the CPU's bytes: stories260K quantized through
+// the CUDA kernels and driver (run by the emulator, cuda-sim) and through
+// the CPU gives files with the same sha256, under the static policy and
+// under the budget policy (which also measures errors through the backend).
+// scripts/gpu-check.sh runs the same comparison with --backend cuda on a GPU.
+func TestCUDASimWritesCPUBytes(t *testing.T) {
+	in := stories(t)
+	for _, policy := range [][]string{{"--policy", "static"}, {"--policy", "budget", "--target-ratio", "5"}} {
+		t.Run(policy[1], func(t *testing.T) {
+			dir := t.TempDir()
+			sums := map[string]map[string]string{}
+			for _, be := range []string{"cpu", "cuda-sim"} {
+				out := filepath.Join(dir, be)
+				args := append([]string{"quantize", in, "-o", out, "--backend", be}, policy...)
+				code, _, stderr := runCLI(t, args...)
+				require.Equal(t, 0, code, stderr)
+				sums[be] = dirSums(t, out)
+			}
+			require.NotEmpty(t, sums["cpu"])
+			require.Equal(t, sums["cpu"], sums["cuda-sim"])
+		})
+	}
+}
+
+func dirSums(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	sums := map[string]string{}
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		require.NoError(t, err)
+		sums[e.Name()] = fmt.Sprintf("%x", sha256.Sum256(b))
+	}
+	return sums
 }

@@ -4,14 +4,15 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/mixq/mixq"
+	"github.com/mixq/mixq/backend"
 	"github.com/mixq/mixq/checkpoint"
-	"github.com/mixq/mixq/cpu"
 	"github.com/mixq/mixq/importance"
 	"github.com/mixq/mixq/policy"
 	"github.com/mixq/mixq/qformat"
@@ -43,7 +44,7 @@ func (f *planFlags) register(c *cobra.Command) {
 	fl.StringVar(&f.policy, "policy", "static", "precision policy: static (component rules), dynamic (importance ranks) or budget (least error for a size)")
 	fl.StringVar(&f.maxShardSize, "max-shard-size", "5GB", "largest shard of the output (e.g. 500MB, 2GiB, or bytes)")
 	fl.BoolVar(&f.explain, "explain", false, "show which rule or policy chose each tensor")
-	fl.StringVar(&f.backend, "backend", "auto", "compute backend: auto|cpu")
+	fl.StringVar(&f.backend, "backend", "auto", backendHelp)
 	fl.Float64Var(&f.highRatio, "high-ratio", importance.DefaultHigh, "dynamic: share of ranked tensors kept in F16")
 	fl.Float64Var(&f.lowRatio, "low-ratio", importance.DefaultLow, "dynamic: share of ranked tensors in INT4")
 	fl.Float64Var(&f.targetRatio, "target-ratio", 0, "budget: compression versus FP32 to reach (e.g. 6)")
@@ -155,14 +156,16 @@ func parseSize(s string) (int64, error) {
 	return int64(n), nil
 }
 
-// openBackend resolves --backend. This build has the CPU backend only, so
-// auto means cpu.
+// notices receives one-line notices such as the CPU fallback of
+// --backend auto (the command's stderr).
+var notices io.Writer = os.Stderr
+
+// backendHelp documents --backend for every command that has it.
+const backendHelp = "compute backend: auto (a GPU when usable, else the CPU), cpu, cuda or cuda:N"
+
+// openBackend resolves --backend (see package backend).
 func openBackend(name string) (quant.Backend, error) {
-	switch name {
-	case "auto", "cpu":
-		return cpu.New(0), nil
-	}
-	return nil, usagef("--backend %q: want auto or cpu", name)
+	return backend.Open(name, notices)
 }
 
 // planned is a checkpoint with its plan.

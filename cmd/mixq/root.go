@@ -39,6 +39,7 @@ kept for sensitive tensors, chosen per tensor by a policy.`,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	notices = stderr
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
 		newQuantizeCmd(),
@@ -50,6 +51,7 @@ kept for sensitive tensors, chosen per tensor by a policy.`,
 		newEvalCmd(),
 		newCalibrateCmd(),
 		newAnalyzeCmd(),
+		newDevicesCmd(),
 	)
 	return root
 }

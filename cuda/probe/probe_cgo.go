@@ -103,15 +103,17 @@ func probe() Result {
 		}
 		return Result{Driver: true, Err: fmt.Errorf("CUDA driver: %s failed: %s", call, s)}
 	}
-	if r := C.d_init(&d); r != 0 {
-		return fail("cuInit", r)
-	}
-	res := Result{Driver: true}
+	// The version needs no cuInit, so it is known even when init fails.
 	var v C.int
 	if r := C.d_version(&d, &v); r != 0 {
 		return fail("cuDriverGetVersion", r)
 	}
-	res.DriverVersion = int(v)
+	if r := C.d_init(&d); r != 0 {
+		res := fail("cuInit", r)
+		res.DriverVersion = int(v)
+		return res
+	}
+	res := Result{Driver: true, DriverVersion: int(v)}
 	var n C.int
 	if r := C.d_count(&d, &n); r != 0 {
 		return fail("cuDeviceGetCount", r)
