@@ -2,6 +2,7 @@ package bench
 
 import (
 	"fmt"
+	"github.com/mixq/mixq/gpu"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -23,6 +24,24 @@ type Row struct {
 	VsCopy float64 `json:"vs_copy,omitempty"`
 	// TokensPerSec is set for forward-pass (eval) rows instead of bytes.
 	TokensPerSec float64 `json:"tokens_per_sec,omitempty"`
+	// FloorSeconds is Bytes over the copy bandwidth (GPU rows).
+	FloorSeconds float64 `json:"floor_seconds,omitempty"`
+	// Speedup is a baseline's time over this row's (GPU GEMV vs cuBLAS SGEMV).
+	Speedup float64 `json:"speedup,omitempty"`
+	Note    string  `json:"note,omitempty"`
+}
+
+// GPURows converts the GPU plugin's measurements of one device to rows.
+func GPURows(device string, in []gpu.BenchRow) []Row {
+	rows := make([]Row, 0, len(in))
+	for _, r := range in {
+		rows = append(rows, Row{
+			Backend: device, Op: r.Op, Shape: r.Shape, Precision: r.Precision, Bytes: r.Bytes,
+			Seconds: r.Seconds, GBps: r.GBps, VsCopy: r.VsCopy, FloorSeconds: r.FloorSeconds,
+			Speedup: r.Speedup, Note: r.Note,
+		})
+	}
+	return rows
 }
 
 // Options selects the work.

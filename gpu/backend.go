@@ -73,6 +73,13 @@ func (b *Backend) Device() Device { return b.dev }
 
 // Close frees the device buffers and closes the device.
 func (b *Backend) Close() error {
+	err := b.FreeBuffers()
+	return errors.Join(err, b.dev.Close())
+}
+
+// FreeBuffers frees the device buffers kept between calls, leaving the
+// device open.
+func (b *Backend) FreeBuffers() error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var errs []error
@@ -80,7 +87,6 @@ func (b *Backend) Close() error {
 		errs = append(errs, b.dev.Free(buf.p))
 		delete(b.scratch, k)
 	}
-	errs = append(errs, b.dev.Close())
 	return errors.Join(errs...)
 }
 
@@ -207,21 +213,21 @@ func (b *Backend) pipeline(packed []byte, scales []uint16, w []float32, l quant.
 		if err := b.dev.Upload(dw, bytesOf(w[r0*cols:r1*cols]), s); err != nil {
 			return err
 		}
-		grid := Dim3{blocksFor(n*ng, warpsPerBlock, maxGridX), 1, 1}
 		if fused {
 			dp, err := b.buf("packed"+tag, n*rb)
 			if err != nil {
 				return err
 			}
-			err = b.dev.Launch(kernels.QuantizeGroups, grid, blockThreads, s,
-				uint64(dw), u64(n), u64(cols), u64(l.GroupSize), bitsOf(l), u64(r0), uint64(dp), uint64(ds), uint64(errs))
-			if err != nil {
+			sub := l
+			sub.Rows = n
+			if err := LaunchQuantizeGroups(b.dev, s, dw, dp, ds, errs, sub, r0); err != nil {
 				return err
 			}
 			if err := b.dev.Download(packed[r0*rb:r1*rb], dp, s); err != nil {
 				return err
 			}
 		} else {
+			grid := Dim3{blocksFor(n*ng, warpsPerBlock, maxGridX), 1, 1}
 			err = b.dev.Launch(kernels.GroupScales, grid, blockThreads, s,
 				uint64(dw), u64(n), u64(cols), u64(l.GroupSize), u64(l.Precision.QMax()), u64(r0), uint64(ds), uint64(errs))
 			if err != nil {
@@ -340,10 +346,7 @@ func (b *Backend) Dequantize(w []float32, packed []byte, scales []uint16, l quan
 	if err := b.dev.Upload(ds, bytesOf(scales), 0); err != nil {
 		return err
 	}
-	grid := Dim3{blocksFor(l.RowBytes(), blockThreads, math.MaxInt32), min(l.Rows, maxGridY), 1}
-	err = b.dev.Launch(kernels.Dequantize, grid, blockThreads, 0,
-		uint64(dp), uint64(ds), u64(l.Rows), u64(l.Cols), u64(l.GroupSize), bitsOf(l), uint64(dw))
-	if err != nil {
+	if err := LaunchDequantize(b.dev, 0, dp, ds, dw, l); err != nil {
 		return err
 	}
 	if err := b.dev.Download(bytesOf(w), dw, 0); err != nil {
@@ -433,8 +436,7 @@ func (b *Backend) MatMul(y, x []float32, m int, packed []byte, scales []uint16, 
 			return err
 		}
 	}
-	p := PlanMatMul(m, l)
-	if err := b.dev.Launch(p.Kernel, p.Grid, p.Block, 0, p.Args(dx, m, dp, ds, l, dy)...); err != nil {
+	if err := LaunchMatMul(b.dev, 0, dx, m, dp, ds, l, dy); err != nil {
 		return err
 	}
 	if err := b.dev.Download(bytesOf(y), dy, 0); err != nil {
@@ -500,4 +502,33 @@ func (b *Backend) ChannelStats(s *quant.Stats, x []float32, tokens int) error {
 		return err
 	}
 	return s.Merge(&batch)
+}
+
+// The launches on device-resident buffers, shared by the Backend methods
+// and the benchmarks, which time kernels without the copies.
+
+// LaunchQuantizeGroups queues the fused scale-and-quantize kernel on w
+// (l.Rows rows starting at tensor row row0, which only offsets the
+// positions written to the error words errs). It needs every packed byte in
+// one group: INT8, or INT4 with an even group size.
+func LaunchQuantizeGroups(dev Device, s Stream, w, packed, scales, errs Ptr, l quant.Layout, row0 int) error {
+	if l.Precision == quant.INT4 && l.GroupSize%2 != 0 {
+		return fmt.Errorf("%s: the fused quantizer needs an even INT4 group size, not %d", dev.Name(), l.GroupSize)
+	}
+	grid := Dim3{blocksFor(l.NumScales(), warpsPerBlock, maxGridX), 1, 1}
+	return dev.Launch(kernels.QuantizeGroups, grid, blockThreads, s,
+		uint64(w), u64(l.Rows), u64(l.Cols), u64(l.GroupSize), bitsOf(l), u64(row0), uint64(packed), uint64(scales), uint64(errs))
+}
+
+// LaunchDequantize queues the dequantize kernel.
+func LaunchDequantize(dev Device, s Stream, packed, scales, w Ptr, l quant.Layout) error {
+	grid := Dim3{blocksFor(l.RowBytes(), blockThreads, math.MaxInt32), min(l.Rows, maxGridY), 1}
+	return dev.Launch(kernels.Dequantize, grid, blockThreads, s,
+		uint64(packed), uint64(scales), u64(l.Rows), u64(l.Cols), u64(l.GroupSize), bitsOf(l), uint64(w))
+}
+
+// LaunchMatMul queues y = x·Wᵀ for m rows of x, on the path PlanMatMul picks.
+func LaunchMatMul(dev Device, s Stream, x Ptr, m int, packed, scales Ptr, l quant.Layout, y Ptr) error {
+	p := PlanMatMul(m, l)
+	return dev.Launch(p.Kernel, p.Grid, p.Block, s, p.Args(x, m, packed, scales, l, y)...)
 }

@@ -2,21 +2,29 @@ package main
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/mixq/mixq/backend"
 	"github.com/mixq/mixq/bench"
 	"github.com/mixq/mixq/cpu"
+	"github.com/mixq/mixq/gpu"
 	"github.com/mixq/mixq/quant"
 )
 
 func newBenchCmd() *cobra.Command {
 	var quick, asJSON bool
+	var backendName string
 	c := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure kernel throughput per op and shape next to a memory-copy baseline",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, args []string) error {
+			choice, err := backend.Parse(backendName)
+			if err != nil || choice.Kind == "cuda-sim" {
+				return usagef("--backend %q: want auto, cpu, cuda or cuda:N", backendName)
+			}
 			be := cpu.New(0)
 			rows, err := bench.Run(bench.Options{Quick: quick, Backends: []quant.Backend{be}})
 			if err != nil {
@@ -27,22 +35,71 @@ func newBenchCmd() *cobra.Command {
 				return err
 			}
 			rows = append(rows, ev...)
+			if choice.Kind != "cpu" {
+				g, err := gpuRows(choice, quick)
+				switch {
+				case err != nil && choice.Kind == "cuda":
+					return quant.InputError(fmt.Errorf("--backend cuda: %w", err))
+				case err != nil:
+					fmt.Fprintf(c.ErrOrStderr(), "mixq: no GPU rows: %v\n", err)
+				}
+				rows = append(rows, g...)
+			}
 			if asJSON {
 				return writeJSON(c.OutOrStdout(), rows)
 			}
 			tw := newTable(c.OutOrStdout())
-			fmt.Fprintln(tw, "BACKEND\tOP\tPRECISION\tSHAPE\tMEDIAN\tGB/S\tVS COPY\tTOKENS/S")
+			fmt.Fprintln(tw, "BACKEND\tOP\tPRECISION\tSHAPE\tMEDIAN\tGB/S\tVS COPY\tTOKENS/S\tNOTE")
 			for _, r := range rows {
-				if r.TokensPerSec > 0 {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.3f ms\t-\t-\t%.0f\n", r.Backend, r.Op, dash(r.Precision), r.Shape, 1e3*r.Seconds, r.TokensPerSec)
-					continue
+				switch {
+				case r.TokensPerSec > 0:
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.3f ms\t-\t-\t%.0f\t\n", r.Backend, r.Op, dash(r.Precision), r.Shape, 1e3*r.Seconds, r.TokensPerSec)
+				case r.Seconds == 0:
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t-\t-\t-\t%s\n", r.Backend, r.Op, dash(r.Precision), r.Shape, r.Note)
+				default:
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.3f ms\t%.2f\t%s\t-\t%s\n", r.Backend, r.Op, dash(r.Precision), r.Shape, 1e3*r.Seconds, r.GBps, ratio(r.VsCopy), gpuNote(r))
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.3f ms\t%.2f\t%.2f\t-\n", r.Backend, r.Op, dash(r.Precision), r.Shape, 1e3*r.Seconds, r.GBps, r.VsCopy)
 			}
 			return tw.Flush()
 		},
 	}
 	c.Flags().BoolVar(&quick, "quick", false, "one shape, short budgets")
+	c.Flags().StringVar(&backendName, "backend", "auto", "GPU rows: auto (when a GPU is usable), cpu (none), cuda or cuda:N (required)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
+}
+
+// gpuRows runs the CUDA plugin's benchmarks on the chosen device.
+func gpuRows(choice backend.Choice, quick bool) ([]bench.Row, error) {
+	p, err := backend.CUDAPlugin()
+	if err != nil {
+		return nil, err
+	}
+	g, err := p.Bench(gpu.BenchOptions{Ordinal: choice.Ordinal, Quick: quick})
+	if err != nil {
+		return nil, err
+	}
+	return bench.GPURows(fmt.Sprintf("cuda:%d", choice.Ordinal), g), nil
+}
+
+func ratio(v float64) string {
+	if v == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
+// gpuNote says how a GPU row compares with its floor and baseline.
+func gpuNote(r bench.Row) string {
+	var parts []string
+	if r.FloorSeconds > 0 && r.VsCopy != 1 {
+		parts = append(parts, fmt.Sprintf("floor %.3f ms", 1e3*r.FloorSeconds))
+	}
+	if r.Speedup > 0 {
+		parts = append(parts, fmt.Sprintf("%.2fx cuBLAS", r.Speedup))
+	}
+	if r.Note != "" {
+		parts = append(parts, r.Note)
+	}
+	return strings.Join(parts, "; ")
 }
