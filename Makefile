@@ -1,10 +1,14 @@
-# mixq — see README.md. Everything here needs only Go (and gcc for -race).
+# mixq — see README.md. The default targets need only Go and gcc; ptx,
+# cuda-check, plugin and gpu-check need the CUDA 11.8 toolkit
+# (scripts/install-cuda-toolkit.sh).
 GO      ?= go
 BIN     := bin/mixq
+PLUGIN  := bin/mixq-cuda.so
 DEMO    := demo
 FUZZTIME ?= 15s
 
-.PHONY: all build demo test vet unit race fuzz bench bench-cli memtest quality clean
+.PHONY: all build demo test vet unit race fuzz bench bench-cli memtest quality clean \
+	ptx ptx-check sim-kernels cuda-check plugin cuda gpu-check gpu-check-build
 
 all: build
 
@@ -33,7 +37,7 @@ unit:
 
 # The concurrent packages again under the race detector (short mode).
 race:
-	$(GO) test -count=1 -race -short ./cpu ./synth ./model .
+	$(GO) test -count=1 -race -short ./cpu ./synth ./model ./gpu/... ./backend .
 
 # Short runs of every fuzz target; the corpus seeds also run in `unit`.
 fuzz:
@@ -56,5 +60,41 @@ bench-cli: build
 memtest: build
 	scripts/memtest.sh
 
+# --- CUDA ------------------------------------------------------------------
+
+# Regenerate kernels/ptx from kernels/*.cu (nvcc, compute_80 and compute_90).
+ptx:
+	scripts/ptx.sh
+
+# CI: the committed PTX must be what the committed sources compile to.
+ptx-check: ptx
+	@git diff --exit-code --stat -- kernels/ptx || { echo "kernels/ptx is stale: run make ptx and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- kernels/ptx)" || { git status --short -- kernels/ptx; echo "untracked PTX: run make ptx and commit"; exit 1; }
+
+# Regenerate the emulator's copy of the kernels (gpu/sim/zkernels.c).
+sim-kernels:
+	$(GO) run ./gpu/sim/gen
+
+# Compile (not run) the CUDA code path: vet with -tags cuda, and link the
+# plugin against the toolkit's libcuda.
+cuda-check:
+	$(GO) vet -tags cuda ./cuda/... ./gpu/... ./backend
+	$(GO) build -tags cuda -buildmode=plugin -o /dev/null ./gpu/plugin
+
+# The CUDA backend plugin, loaded by bin/mixq when a GPU is usable. Build
+# both together: a plugin loads only into a binary built from the same tree.
+plugin:
+	$(GO) build -tags cuda -buildmode=plugin -o $(PLUGIN) ./gpu/plugin
+
+cuda: build plugin
+
+# The one-shot GPU check: build here (Go + CUDA 11.8 headers), run on a GPU
+# machine (driver only, no Go). See scripts/gpu-check.sh.
+gpu-check-build:
+	scripts/gpu-check.sh build
+
+gpu-check: gpu-check-build
+	scripts/gpu-check.sh run
+
 clean:
-	rm -rf bin $(DEMO)
+	rm -rf bin $(DEMO) gpucheck

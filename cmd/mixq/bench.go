@@ -14,7 +14,7 @@ import (
 )
 
 func newBenchCmd() *cobra.Command {
-	var quick, asJSON bool
+	var quick, asJSON, gpuOnly bool
 	var backendName string
 	c := &cobra.Command{
 		Use:   "bench",
@@ -25,16 +25,21 @@ func newBenchCmd() *cobra.Command {
 			if err != nil || choice.Kind == "cuda-sim" {
 				return usagef("--backend %q: want auto, cpu, cuda or cuda:N", backendName)
 			}
-			be := cpu.New(0)
-			rows, err := bench.Run(bench.Options{Quick: quick, Backends: []quant.Backend{be}})
-			if err != nil {
-				return err
+			if gpuOnly && choice.Kind == "cpu" {
+				return usagef("--gpu-only needs --backend auto or cuda")
 			}
-			ev, err := bench.EvalRows(be, quick)
-			if err != nil {
-				return err
+			var rows []bench.Row
+			if !gpuOnly {
+				be := cpu.New(0)
+				if rows, err = bench.Run(bench.Options{Quick: quick, Backends: []quant.Backend{be}}); err != nil {
+					return err
+				}
+				ev, err := bench.EvalRows(be, quick)
+				if err != nil {
+					return err
+				}
+				rows = append(rows, ev...)
 			}
-			rows = append(rows, ev...)
 			if choice.Kind != "cpu" {
 				g, err := gpuRows(choice, quick)
 				switch {
@@ -64,6 +69,7 @@ func newBenchCmd() *cobra.Command {
 		},
 	}
 	c.Flags().BoolVar(&quick, "quick", false, "one shape, short budgets")
+	c.Flags().BoolVar(&gpuOnly, "gpu-only", false, "only the GPU rows")
 	c.Flags().StringVar(&backendName, "backend", "auto", "GPU rows: auto (when a GPU is usable), cpu (none), cuda or cuda:N (required)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
