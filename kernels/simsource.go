@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-
 )
 
 // SimSource returns the kernels as one C file for package gpu/sim (its
