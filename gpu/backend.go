@@ -197,44 +197,65 @@ func (b *Backend) pipeline(packed []byte, scales []uint16, w []float32, l quant.
 	}
 	ng, rb, cols := l.GroupsPerRow(), l.RowBytes(), l.Cols
 	rowsPer := max(1, b.chunk/(4*cols))
+	// Chunk i is queued (upload, kernel) on stream i%2 before the results
+	// of chunk i-1 are fetched: downloads into pageable memory block the
+	// host, and this order keeps the other stream's upload and kernel in
+	// flight meanwhile. A stream's buffers are reused two chunks later,
+	// after their downloads, which are in order on that stream.
+	type chunk struct {
+		r0, r1 int
+		s      Stream
+		dp, ds Ptr
+	}
+	fetch := func(c chunk) error {
+		if fused {
+			if err := b.dev.Download(packed[c.r0*rb:c.r1*rb], c.dp, c.s); err != nil {
+				return err
+			}
+		}
+		return b.dev.Download(bytesOf(scales[c.r0*ng:c.r1*ng]), c.ds, c.s)
+	}
+	var prev *chunk
 	for i, r0 := 0, 0; r0 < l.Rows; i, r0 = i+1, r0+rowsPer {
-		r1 := min(r0+rowsPer, l.Rows)
-		n := r1 - r0
-		s := Stream(i % Streams)
-		tag := fmt.Sprint(int(s))
+		c := chunk{r0: r0, r1: min(r0+rowsPer, l.Rows), s: Stream(i % Streams)}
+		n := c.r1 - c.r0
+		tag := fmt.Sprint(int(c.s))
 		dw, err := b.buf("w"+tag, 4*n*cols)
 		if err != nil {
 			return err
 		}
-		ds, err := b.buf("scales"+tag, 2*n*ng)
-		if err != nil {
+		if c.ds, err = b.buf("scales"+tag, 2*n*ng); err != nil {
 			return err
 		}
-		if err := b.dev.Upload(dw, bytesOf(w[r0*cols:r1*cols]), s); err != nil {
+		if err := b.dev.Upload(dw, bytesOf(w[c.r0*cols:c.r1*cols]), c.s); err != nil {
 			return err
 		}
 		if fused {
-			dp, err := b.buf("packed"+tag, n*rb)
-			if err != nil {
+			if c.dp, err = b.buf("packed"+tag, n*rb); err != nil {
 				return err
 			}
 			sub := l
 			sub.Rows = n
-			if err := LaunchQuantizeGroups(b.dev, s, dw, dp, ds, errs, sub, r0); err != nil {
-				return err
-			}
-			if err := b.dev.Download(packed[r0*rb:r1*rb], dp, s); err != nil {
+			if err := LaunchQuantizeGroups(b.dev, c.s, dw, c.dp, c.ds, errs, sub, c.r0); err != nil {
 				return err
 			}
 		} else {
 			grid := Dim3{blocksFor(n*ng, warpsPerBlock, maxGridX), 1, 1}
-			err = b.dev.Launch(kernels.GroupScales, grid, blockThreads, s,
-				uint64(dw), u64(n), u64(cols), u64(l.GroupSize), u64(l.Precision.QMax()), u64(r0), uint64(ds), uint64(errs))
+			err = b.dev.Launch(kernels.GroupScales, grid, blockThreads, c.s,
+				uint64(dw), u64(n), u64(cols), u64(l.GroupSize), u64(l.Precision.QMax()), u64(c.r0), uint64(c.ds), uint64(errs))
 			if err != nil {
 				return err
 			}
 		}
-		if err := b.dev.Download(bytesOf(scales[r0*ng:r1*ng]), ds, s); err != nil {
+		if prev != nil {
+			if err := fetch(*prev); err != nil {
+				return err
+			}
+		}
+		prev = &c
+	}
+	if prev != nil {
+		if err := fetch(*prev); err != nil {
 			return err
 		}
 	}
