@@ -62,3 +62,34 @@ func TestMatMulPaths(t *testing.T) {
 		}
 	}
 }
+
+// More rows than gridDim.y can hold (65535): the row loops of the
+// elementwise kernels must stride, and the fused kernels' grid must cap.
+func TestManyRows(t *testing.T) {
+	if testing.Short() {
+		t.Skip("65536+ emulated blocks (-short)")
+	}
+	b := New(gpu.Options{ChunkBytes: 1 << 20})
+	defer b.Close()
+	ref := cpu.New(1)
+	for _, l := range []quant.Layout{
+		{Rows: 70001, Cols: 3, GroupSize: 3, Precision: quant.INT4}, // odd groups: scales, then the byte kernel
+		{Rows: 70001, Cols: 4, GroupSize: 2, Precision: quant.INT8}, // fused
+	} {
+		r := quanttest.NewRand(quanttest.Seed(t), "many rows")
+		w := quanttest.Weights(r, l)
+		want := make([]byte, l.PackedBytes())
+		wantS := make([]uint16, l.NumScales())
+		require.NoError(t, ref.QuantizeGroups(want, wantS, w, l))
+		got := make([]byte, l.PackedBytes())
+		gotS := make([]uint16, l.NumScales())
+		require.NoError(t, b.QuantizeGroups(got, gotS, w, l))
+		quanttest.RequireEqualBits(t, "scales", gotS, wantS)
+		quanttest.RequireEqualBits(t, "packed", got, want)
+		deqWant := make([]float32, l.Elements())
+		deqGot := make([]float32, l.Elements())
+		require.NoError(t, ref.Dequantize(deqWant, want, wantS, l))
+		require.NoError(t, b.Dequantize(deqGot, got, gotS, l))
+		quanttest.RequireEqualBits(t, "dequantized", deqGot, deqWant)
+	}
+}
