@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/mixq/mixq/cuda/probe"
 	"github.com/mixq/mixq/qformat"
 	"github.com/mixq/mixq/safetensors"
 )
@@ -436,4 +437,29 @@ func dirSums(t *testing.T, dir string) map[string]string {
 		sums[e.Name()] = fmt.Sprintf("%x", sha256.Sum256(b))
 	}
 	return sums
+}
+
+// Without a usable GPU: --backend cuda exits 2 naming the reason, auto runs
+// on the CPU after a one-line notice, and mixq devices says why.
+func TestBackendFallbackWithoutGPU(t *testing.T) {
+	if _, ok := probe.Run().Usable(); ok {
+		t.Skip("this machine has a usable GPU")
+	}
+	in := stories(t)
+	code, _, stderr := runCLI(t, "quantize", in, "-o", filepath.Join(t.TempDir(), "q"), "--backend", "cuda")
+	require.Equal(t, 2, code)
+	require.Contains(t, stderr, "--backend cuda:")
+	code, _, stderr = runCLI(t, "quantize", in, "-o", filepath.Join(t.TempDir(), "q"), "--backend", "auto")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "mixq: using the CPU backend: ")
+	code, stdout, _ := runCLI(t, "devices", "--json")
+	require.Equal(t, 0, code)
+	var rep devicesReport
+	require.NoError(t, json.Unmarshal([]byte(stdout), &rep))
+	require.Len(t, rep.Backends, 2)
+	require.True(t, rep.Backends[0].Available)
+	require.False(t, rep.Backends[1].Available)
+	require.NotEmpty(t, rep.Backends[1].Detail)
+	code, _, _ = runCLI(t, "bench", "--gpu-only", "--backend", "cuda", "--quick")
+	require.Equal(t, 2, code)
 }
