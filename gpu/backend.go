@@ -34,6 +34,11 @@ type Options struct {
 	// ChunkBytes is the binary32 input per pipeline chunk (DefaultChunkBytes
 	// when 0). Tests set it small to exercise the chunking.
 	ChunkBytes int
+	// ExactBuffers sizes every device buffer to the call that uses it
+	// instead of keeping larger ones with headroom: slower, but a kernel
+	// writing past its output then hits memory it does not own, which the
+	// emulator's guards detect.
+	ExactBuffers bool
 }
 
 // Backend runs the mixq kernels on a Device. It is safe for concurrent use:
@@ -41,6 +46,7 @@ type Options struct {
 type Backend struct {
 	dev   Device
 	chunk int
+	exact bool
 
 	mu      sync.Mutex
 	scratch map[string]*buffer
@@ -61,7 +67,7 @@ func New(dev Device, o Options) *Backend {
 	if o.ChunkBytes <= 0 {
 		o.ChunkBytes = DefaultChunkBytes
 	}
-	return &Backend{dev: dev, chunk: o.ChunkBytes, scratch: map[string]*buffer{}}
+	return &Backend{dev: dev, chunk: o.ChunkBytes, exact: o.ExactBuffers, scratch: map[string]*buffer{}}
 }
 
 // Name is the device's name, e.g. "cuda:0".
@@ -96,7 +102,7 @@ func (b *Backend) FreeBuffers() error {
 func (b *Backend) buf(role string, n int) (Ptr, error) {
 	n = max(n, 1)
 	if s, ok := b.scratch[role]; ok {
-		if s.n >= n {
+		if s.n == n || s.n > n && !b.exact {
 			return s.p, nil
 		}
 		delete(b.scratch, role)
@@ -104,7 +110,9 @@ func (b *Backend) buf(role string, n int) (Ptr, error) {
 			return 0, err
 		}
 	}
-	n += n / 4
+	if !b.exact {
+		n += n / 4
+	}
 	p, err := b.dev.Alloc(n)
 	if err != nil {
 		return 0, fmt.Errorf("%s: allocating %d bytes for %s: %w", b.dev.Name(), n, role, err)

@@ -1,7 +1,8 @@
 // sim.c: a CPU emulator of the CUDA execution model, just large enough for
 // the mixq kernels.
 //
-// A launch runs the blocks of the grid one after another. Within a block,
+// A launch runs the blocks of the grid one after another, in a shuffled
+// order. Within a block,
 // every CUDA thread is a coroutine (ucontext) with its own small stack, all
 // on the calling OS thread. A thread runs until it reaches a warp shuffle or
 // returns; when all 32 lanes of a warp wait at a shuffle, each gets the
@@ -182,15 +183,33 @@ const char *sim_launch(sim_kernel k, unsigned gx, unsigned gy, unsigned gz, unsi
   sim_grid_dim.x = gx;
   sim_grid_dim.y = gy;
   sim_grid_dim.z = gz;
-  for (unsigned z = 0; z < gz; z++)
-    for (unsigned y = 0; y < gy; y++)
-      for (unsigned x = 0; x < gx; x++) {
-        sim_block_idx.x = x;
-        sim_block_idx.y = y;
-        sim_block_idx.z = z;
-        if (run_block() != 0) return errbuf;
-      }
-  return NULL;
+  // Blocks run in a shuffled order, different at every launch: a GPU
+  // schedules them in any order, and a kernel whose blocks write each
+  // other's outputs must not pass here by luck of a fixed order.
+  uint64_t total = (uint64_t)gx * gy * gz;
+  uint32_t *order = malloc(total * sizeof *order);
+  if (!order) return "out of memory for the block order";
+  for (uint64_t i = 0; i < total; i++) order[i] = (uint32_t)i;
+  static uint64_t state = 0x9e3779b97f4a7c15ull;
+  for (uint64_t i = total; i > 1; i--) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    uint64_t j = state % i;
+    uint32_t t = order[i - 1];
+    order[i - 1] = order[j];
+    order[j] = t;
+  }
+  const char *err = NULL;
+  for (uint64_t i = 0; i < total && !err; i++) {
+    uint32_t b = order[i];
+    sim_block_idx.x = b % gx;
+    sim_block_idx.y = (b / gx) % gy;
+    sim_block_idx.z = b / (gx * gy);
+    if (run_block() != 0) err = errbuf;
+  }
+  free(order);
+  return err;
 }
 
 // ---------------------------------------------------------------------------

@@ -10,6 +10,13 @@ package sim
 static void sim_copy(uint64_t dst, uint64_t src, size_t n) { memcpy((void *)dst, (const void *)src, n); }
 static void sim_fill(uint64_t dst, int b, size_t n) { memset((void *)dst, b, n); }
 static uint64_t sim_alloc(size_t n) { return (uint64_t)(uintptr_t)malloc(n); }
+// The first byte of [p, p+n) that is not b, or n.
+static size_t sim_check(uint64_t p, int b, size_t n) {
+	const unsigned char *q = (const unsigned char *)(uintptr_t)p;
+	for (size_t i = 0; i < n; i++)
+		if (q[i] != (unsigned char)b) return i;
+	return n;
+}
 static void sim_free(uint64_t p) { free((void *)(uintptr_t)p); }
 static uint64_t sim_addr(void *p) { return (uint64_t)(uintptr_t)p; }
 */
@@ -27,11 +34,20 @@ import (
 // launches from all devices are serialised.
 var launchMu sync.Mutex
 
+// guard is the size of the canary zones on both sides of every
+// allocation, checked after every launch: a kernel that writes outside its
+// buffers fails the launch instead of corrupting memory silently.
+const (
+	guard      = 256
+	guardByte  = 0xa5
+	guardBytes = C.size_t(guard)
+)
+
 // Device is a gpu.Device whose memory is C heap memory and whose kernels run
 // in the emulator. Streams execute each operation as it is issued.
 type Device struct {
 	mu      sync.Mutex
-	allocs  map[gpu.Ptr]int
+	allocs  map[gpu.Ptr]int // user pointer -> size, guards excluded
 	kernels map[string]C.sim_kernel
 	closed  bool
 }
@@ -43,8 +59,13 @@ func NewDevice() *Device {
 	return &Device{allocs: map[gpu.Ptr]int{}, kernels: map[string]C.sim_kernel{}}
 }
 
-// New returns the emulated device behind the GPU backend driver.
-func New(o gpu.Options) *gpu.Backend { return gpu.New(NewDevice(), o) }
+// New returns the emulated device behind the GPU backend driver, with
+// buffers sized exactly (no growth headroom), so that the guards sit right
+// after the bytes a call may touch.
+func New(o gpu.Options) *gpu.Backend {
+	o.ExactBuffers = true
+	return gpu.New(NewDevice(), o)
+}
 
 // Name is "cuda-sim".
 func (d *Device) Name() string { return "cuda-sim" }
@@ -53,10 +74,13 @@ func (d *Device) Name() string { return "cuda-sim" }
 func (d *Device) Alloc(n int) (gpu.Ptr, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	p := gpu.Ptr(C.sim_alloc(C.size_t(n)))
-	if p == 0 {
+	base := C.sim_alloc(C.size_t(n) + 2*guardBytes)
+	if base == 0 {
 		return 0, fmt.Errorf("cuda-sim: out of memory allocating %d bytes", n)
 	}
+	C.sim_fill(base, guardByte, guardBytes)
+	C.sim_fill(base+C.uint64_t(guard+n), guardByte, guardBytes)
+	p := gpu.Ptr(base) + guard
 	d.allocs[p] = n
 	return p, nil
 }
@@ -69,7 +93,22 @@ func (d *Device) Free(p gpu.Ptr) error {
 		return fmt.Errorf("cuda-sim: free of unknown pointer %#x", uint64(p))
 	}
 	delete(d.allocs, p)
-	C.sim_free(C.uint64_t(p))
+	C.sim_free(C.uint64_t(p - guard))
+	return nil
+}
+
+// checkGuards reports the first allocation whose canaries a kernel changed.
+func (d *Device) checkGuards(kernel string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for p, n := range d.allocs {
+		if i := C.sim_check(C.uint64_t(p-guard), guardByte, guardBytes); i != guardBytes {
+			return fmt.Errorf("cuda-sim: %s wrote %d bytes before a %d-byte buffer", kernel, guard-int(i), n)
+		}
+		if i := C.sim_check(C.uint64_t(p)+C.uint64_t(n), guardByte, guardBytes); i != guardBytes {
+			return fmt.Errorf("cuda-sim: %s wrote past the end of a %d-byte buffer (byte %d)", kernel, n, n+int(i))
+		}
+	}
 	return nil
 }
 
@@ -147,7 +186,7 @@ func (d *Device) Launch(name string, grid gpu.Dim3, block int, _ gpu.Stream, arg
 	if msg != nil {
 		return fmt.Errorf("cuda-sim: %s: %s", name, C.GoString(msg))
 	}
-	return nil
+	return d.checkGuards(name)
 }
 
 // Sync returns at once: every operation completed when it was issued.
@@ -158,7 +197,7 @@ func (d *Device) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for p := range d.allocs {
-		C.sim_free(C.uint64_t(p))
+		C.sim_free(C.uint64_t(p - guard))
 		delete(d.allocs, p)
 	}
 	d.closed = true
