@@ -6,6 +6,7 @@ package cuda
 #cgo LDFLAGS: -ldl
 #include <dlfcn.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 typedef int (*cublas_create_t)(void **);
@@ -20,14 +21,28 @@ typedef struct {
 	cublas_sgemv_t sgemv;
 } cublas;
 
+// dlerror's text is per thread: copy it on the thread that called dlopen
+// (the context's thread, inside ctx.Do).
+static char open_error[512];
+
 static int cublas_open(cublas *c, const char *path) {
+	open_error[0] = 0;
 	c->lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-	if (!c->lib) return -1;
+	if (!c->lib) {
+		const char *e = dlerror();
+		snprintf(open_error, sizeof open_error, "%s", e ? e : path);
+		return -1;
+	}
 	c->create = (cublas_create_t)dlsym(c->lib, "cublasCreate_v2");
 	c->destroy = (cublas_destroy_t)dlsym(c->lib, "cublasDestroy_v2");
 	c->sgemv = (cublas_sgemv_t)dlsym(c->lib, "cublasSgemv_v2");
-	if (!c->create || !c->destroy || !c->sgemv) return -2;
-	return c->create(&c->handle);
+	int r = -2;
+	if (c->create && c->destroy && c->sgemv) r = c->create(&c->handle);
+	if (r != 0) {
+		dlclose(c->lib);
+		c->lib = NULL;
+	}
+	return r;
 }
 
 // y[N] = W[N][K]·x[K] for row-major W: cuBLAS is column-major, so W is the
@@ -38,9 +53,10 @@ static int cublas_sgemv_rowmajor(cublas *c, uint64_t w, uint64_t x, uint64_t y, 
 	                (float *)y, 1);
 }
 
-static void cublas_close(cublas *c) { c->destroy(c->handle); }
-
-static const char *dl_error(void) { return dlerror(); }
+static void cublas_close(cublas *c) {
+	c->destroy(c->handle);
+	dlclose(c->lib);
+}
 */
 import "C"
 
@@ -83,7 +99,7 @@ func openSGEMV(d *Device) (*sgemv, error) {
 		}
 		switch r {
 		case -1:
-			why = append(why, C.GoString(C.dl_error()))
+			why = append(why, C.GoString(&C.open_error[0]))
 		case -2:
 			why = append(why, n+": missing cublasSgemv_v2")
 		default:

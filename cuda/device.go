@@ -51,7 +51,7 @@ func Open(ordinal int) (*Device, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cuda: device %d: %w", ordinal, err)
 	}
-	cuctx, err := dev.MakeContext(cu.SchedAuto)
+	cuctx, err := newContext(dev)
 	if err != nil {
 		return nil, fmt.Errorf("cuda: device %d: creating a context: %w", ordinal, err)
 	}
@@ -59,6 +59,7 @@ func Open(ordinal int) (*Device, error) {
 	started := make(chan error)
 	go ctx.Run(started) // locks its goroutine to an OS thread and makes the context current there
 	if err := <-started; err != nil {
+		ctx.Close()
 		return nil, fmt.Errorf("cuda: device %d: binding the context: %w", ordinal, err)
 	}
 	d := &Device{
@@ -75,6 +76,23 @@ func Open(ordinal int) (*Device, error) {
 		d.streams[i] = s
 	}
 	return d, nil
+}
+
+// newContext creates a context without leaving it current on the calling
+// thread: cuCtxCreate pushes it there, and that thread goes back to the Go
+// scheduler afterwards. All work runs on the context's own locked thread.
+func newContext(dev cu.Device) (cu.CUContext, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	c, err := dev.MakeContext(cu.SchedAuto)
+	if err != nil {
+		return c, err
+	}
+	if _, err := cu.PopCurrentCtx(); err != nil {
+		c.Destroy()
+		return c, fmt.Errorf("popping the new context: %w", err)
+	}
+	return c, nil
 }
 
 // Name is "cuda:N".

@@ -5,6 +5,7 @@ package probe
 /*
 #cgo LDFLAGS: -ldl
 #include <dlfcn.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,10 +31,16 @@ typedef struct {
 // Opens the driver and resolves the entry points; returns dlerror() text
 // or NULL. The symbols are the stable ABI names (the _v2 memory query is
 // what cuda.h maps cuDeviceTotalMem to).
+static char open_error[512];  // dlerror's text is per thread: copy it here
+
 static const char *open_driver(driver *d) {
 	memset(d, 0, sizeof *d);
 	d->lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-	if (!d->lib) return dlerror();
+	if (!d->lib) {
+		const char *e = dlerror();
+		snprintf(open_error, sizeof open_error, "%s", e ? e : "libcuda.so.1: dlopen failed");
+		return open_error;
+	}
 	d->init = (fn_i)dlsym(d->lib, "cuInit");
 	d->driver_version = (fn_pi)dlsym(d->lib, "cuDriverGetVersion");
 	d->device_count = (fn_pi)dlsym(d->lib, "cuDeviceGetCount");

@@ -94,6 +94,17 @@ static void start(int n) {
   }
 }
 
+static int fault;  // set by a kernel thread; fails the launch after its block
+
+const void *sim_aligned(const void *p, unsigned long size) {
+  if ((uintptr_t)p % size != 0 && !fault) {
+    fault = 1;
+    snprintf(errbuf, sizeof errbuf, "block (%u,%u,%u) thread %u: misaligned %lu-byte load at %p",
+             sim_block_idx.x, sim_block_idx.y, sim_block_idx.z, cur->idx.x, size, p);
+  }
+  return p;
+}
+
 uint64_t sim_shfl_xor(uint64_t v, int off) {
   sim_thread *me = cur;
   me->send = v;
@@ -155,7 +166,7 @@ static int run_block(void) {
       progress = 1;
     }
     for (int t = 0; t < nthreads; t++) live += threads[t].state != T_DONE;
-    if (live == 0) return 0;
+    if (live == 0) return fault ? -1 : 0;
     if (release(&progress) != 0) return -1;
     if (!progress) {
       snprintf(errbuf, sizeof errbuf, "block (%u,%u,%u): threads wait at shuffles that never complete",
@@ -176,6 +187,7 @@ const char *sim_launch(sim_kernel k, unsigned gx, unsigned gy, unsigned gz, unsi
   }
   start((int)bx);
   nthreads = (int)bx;
+  fault = 0;
   cur_kernel = k;
   cur_args = args;
   sim_block_dim.x = bx;

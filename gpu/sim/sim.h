@@ -39,7 +39,12 @@ extern sim_dim3 *sim_thread_idx;  // the running coroutine's index
 
 #define MIXQ_DEV static inline
 #define MIXQ_KERNEL void
-#define LDG(p) (*(p))
+
+// A load through the read-only cache. On a GPU a misaligned vector load
+// faults; here it would just work, so the alignment is checked and a
+// violation fails the launch.
+const void *sim_aligned(const void *p, unsigned long size);
+#define LDG(p) (*(__typeof__(p))sim_aligned((p), sizeof *(p)))
 
 MIXQ_DEV float f_add(float a, float b) { return a + b; }
 MIXQ_DEV float f_sub(float a, float b) { return a - b; }
