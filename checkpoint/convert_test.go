@@ -328,3 +328,32 @@ func TestDecodeSizes(t *testing.T) {
 		}
 	}
 }
+
+// Blocks large enough to be cut over goroutines decode exactly as the
+// sequential loops do, for every dtype and for lengths that do not divide
+// evenly.
+func TestDecodeFloat32Parallel(t *testing.T) {
+	for _, dt := range []safetensors.DType{safetensors.F32, safetensors.F16, safetensors.BF16} {
+		n := 4*decodeGrain + 37
+		raw := make([]byte, n*dt.Size())
+		for i := range raw {
+			raw[i] = byte(i*131 + i>>8)
+		}
+		got := make([]float32, n)
+		require.NoError(t, DecodeFloat32(got, raw, dt))
+		want := make([]float32, n)
+		switch dt {
+		case safetensors.F32:
+			f32FromLE(want, raw)
+		case safetensors.F16:
+			f16FromLE(want, raw)
+		case safetensors.BF16:
+			bf16FromLE(want, raw)
+		}
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%s: element %d: %08x, want %08x", dt, i, math.Float32bits(got[i]), math.Float32bits(want[i]))
+			}
+		}
+	}
+}
