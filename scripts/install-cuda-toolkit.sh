@@ -9,8 +9,11 @@ fi
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 . /etc/os-release
+# Always add our own entry: matching existing ones is fragile (non-free-
+# firmware is not non-free, disabled files are not read), and a component
+# listed twice only makes apt warn.
 src=/etc/apt/sources.list.d/mixq-cuda-nonfree.sources
-if ! grep -rqs "non-free" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+{
   $SUDO tee "$src" >/dev/null <<SRC
 Types: deb
 URIs: http://deb.debian.org/debian
@@ -18,7 +21,7 @@ Suites: ${VERSION_CODENAME} ${VERSION_CODENAME}-updates
 Components: contrib non-free non-free-firmware
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 SRC
-fi
+}
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nvidia-cuda-toolkit nvidia-cuda-dev >/dev/null
 nvcc --version | tail -1
