@@ -123,6 +123,36 @@ func (b *Backend) buf(role string, n int) (Ptr, error) {
 	return p, nil
 }
 
+// need is a scratch buffer a call needs: its role and size in bytes.
+type need struct {
+	role string
+	n    int
+}
+
+// bufs returns the scratch buffers of several roles.
+func (b *Backend) bufs(needs ...need) ([]Ptr, error) {
+	ps := make([]Ptr, len(needs))
+	for i, nd := range needs {
+		p, err := b.buf(nd.role, nd.n)
+		if err != nil {
+			return nil, err
+		}
+		ps[i] = p
+	}
+	return ps, nil
+}
+
+// upload queues host-to-device copies on stream 0, host slices in the same
+// order as dst.
+func (b *Backend) upload(dst []Ptr, src ...[]byte) error {
+	for i, h := range src {
+		if err := b.dev.Upload(dst[i], h, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // bytesOf views a slice's memory as bytes, for copies.
 func bytesOf[E any](s []E) []byte {
 	if len(s) == 0 {
@@ -322,31 +352,20 @@ func (b *Backend) Quantize(packed []byte, w []float32, scales []uint16, l quant.
 }
 
 func (b *Backend) quantize(packed []byte, w []float32, scales []uint16, l quant.Layout) error {
-	dw, err := b.buf("w0", 4*len(w))
+	d, err := b.bufs(need{"w0", 4 * len(w)}, need{"scales0", 2 * len(scales)}, need{"packed0", len(packed)})
 	if err != nil {
 		return err
 	}
-	ds, err := b.buf("scales0", 2*len(scales))
-	if err != nil {
-		return err
-	}
-	dp, err := b.buf("packed0", len(packed))
-	if err != nil {
-		return err
-	}
-	if err := b.dev.Upload(dw, bytesOf(w), 0); err != nil {
-		return err
-	}
-	if err := b.dev.Upload(ds, bytesOf(scales), 0); err != nil {
+	if err := b.upload(d, bytesOf(w), bytesOf(scales)); err != nil {
 		return err
 	}
 	grid := Dim3{blocksFor(l.RowBytes(), blockThreads, math.MaxInt32), min(l.Rows, maxGridY), 1}
 	err = b.dev.Launch(kernels.Quantize, grid, blockThreads, 0,
-		uint64(dw), uint64(ds), u64(l.Rows), u64(l.Cols), u64(l.GroupSize), bitsOf(l), uint64(dp))
+		uint64(d[0]), uint64(d[1]), u64(l.Rows), u64(l.Cols), u64(l.GroupSize), bitsOf(l), uint64(d[2]))
 	if err != nil {
 		return err
 	}
-	if err := b.dev.Download(packed, dp, 0); err != nil {
+	if err := b.dev.Download(packed, d[2], 0); err != nil {
 		return err
 	}
 	return b.dev.Sync(0)
@@ -359,28 +378,17 @@ func (b *Backend) Dequantize(w []float32, packed []byte, scales []uint16, l quan
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	dp, err := b.buf("packed0", len(packed))
+	d, err := b.bufs(need{"packed0", len(packed)}, need{"scales0", 2 * len(scales)}, need{"w0", 4 * len(w)})
 	if err != nil {
 		return err
 	}
-	ds, err := b.buf("scales0", 2*len(scales))
-	if err != nil {
+	if err := b.upload(d, packed, bytesOf(scales)); err != nil {
 		return err
 	}
-	dw, err := b.buf("w0", 4*len(w))
-	if err != nil {
+	if err := LaunchDequantize(b.dev, 0, d[0], d[1], d[2], l); err != nil {
 		return err
 	}
-	if err := b.dev.Upload(dp, packed, 0); err != nil {
-		return err
-	}
-	if err := b.dev.Upload(ds, bytesOf(scales), 0); err != nil {
-		return err
-	}
-	if err := LaunchDequantize(b.dev, 0, dp, ds, dw, l); err != nil {
-		return err
-	}
-	if err := b.dev.Download(bytesOf(w), dw, 0); err != nil {
+	if err := b.dev.Download(bytesOf(w), d[2], 0); err != nil {
 		return err
 	}
 	return b.dev.Sync(0)
@@ -443,31 +451,15 @@ func (b *Backend) MatMul(y, x []float32, m int, packed []byte, scales []uint16, 
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	dx, err := b.buf("x", 4*len(x))
+	d, err := b.bufs(need{"x", 4 * len(x)}, need{"packed0", len(packed)}, need{"scales0", 2 * len(scales)}, need{"y", 4 * len(y)})
 	if err != nil {
 		return err
 	}
-	dp, err := b.buf("packed0", len(packed))
-	if err != nil {
+	if err := b.upload(d, bytesOf(x), packed, bytesOf(scales)); err != nil {
 		return err
 	}
-	ds, err := b.buf("scales0", 2*len(scales))
-	if err != nil {
-		return err
-	}
-	dy, err := b.buf("y", 4*len(y))
-	if err != nil {
-		return err
-	}
-	for _, c := range []struct {
-		dst Ptr
-		src []byte
-	}{{dx, bytesOf(x)}, {dp, packed}, {ds, bytesOf(scales)}} {
-		if err := b.dev.Upload(c.dst, c.src, 0); err != nil {
-			return err
-		}
-	}
-	if err := LaunchMatMul(b.dev, 0, dx, m, dp, ds, l, dy); err != nil {
+	dy := d[3]
+	if err := LaunchMatMul(b.dev, 0, d[0], m, d[1], d[2], l, dy); err != nil {
 		return err
 	}
 	if err := b.dev.Download(bytesOf(y), dy, 0); err != nil {
@@ -502,24 +494,17 @@ func (b *Backend) ChannelStats(s *quant.Stats, x []float32, tokens int) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	dx, err := b.buf("x", 4*len(x))
+	d, err := b.bufs(need{"x", 4 * len(x)}, need{"mean", 8 * ch}, need{"m2", 8 * ch})
 	if err != nil {
 		return err
 	}
-	dm, err := b.buf("mean", 8*ch)
-	if err != nil {
+	if err := b.upload(d, bytesOf(x)); err != nil {
 		return err
 	}
-	d2, err := b.buf("m2", 8*ch)
-	if err != nil {
-		return err
-	}
-	if err := b.dev.Upload(dx, bytesOf(x), 0); err != nil {
-		return err
-	}
+	dm, d2 := d[1], d[2]
 	grid := Dim3{blocksFor(ch, blockThreads, maxGridX), 1, 1}
 	if err := b.dev.Launch(kernels.ChannelWelford, grid, blockThreads, 0,
-		uint64(dx), u64(tokens), u64(ch), uint64(dm), uint64(d2)); err != nil {
+		uint64(d[0]), u64(tokens), u64(ch), uint64(dm), uint64(d2)); err != nil {
 		return err
 	}
 	batch := quant.Stats{Count: int64(tokens), Mean: make([]float64, ch), M2: make([]float64, ch)}
