@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 	"unsafe"
 
 	"gorgonia.org/cu"
 
 	"github.com/mixq/mixq/gpu"
+	"github.com/mixq/mixq/kernels"
 	"github.com/mixq/mixq/quant"
 )
 
@@ -131,20 +133,25 @@ func Bench(o gpu.BenchOptions) (rows []gpu.BenchRow, err error) {
 				return nil, err
 			}
 			rows = append(rows, row("dequantize", p, sh, fbytes+qbytes, t))
-			for _, m := range []int{1, 8, 64} {
-				t, err := b.time(0, func() error { return gpu.LaunchMatMul(d, 0, x, m, packed, scales, l, y) })
-				if err != nil {
-					return nil, err
+			for _, m := range []int{1, 2, 8, 64} {
+				plan := gpu.PlanMatMul(m, l)
+				variants := []string{plan.Kernel}
+				if plan.Kernel == kernels.GEMVStaged {
+					variants = append(variants, kernels.GEMV) // x through L1, for comparison
 				}
-				op := fmt.Sprintf("gemv m=%d", m)
-				if m > 8 {
-					op = fmt.Sprintf("gemm m=%d", m)
+				for _, k := range variants {
+					plan.Kernel = k
+					t, err := b.time(0, func() error { return plan.Launch(d, 0, x, m, packed, scales, l, y) })
+					if err != nil {
+						return nil, err
+					}
+					op := fmt.Sprintf("%s m=%d", strings.TrimPrefix(k, "mixq_"), m)
+					r := row(op, p, sh, qbytes, t) // the weight bytes: x and y are small and cached
+					if m == 1 && sgemv > 0 {
+						r.Speedup = sgemv / t
+					}
+					rows = append(rows, r)
 				}
-				r := row(op, p, sh, qbytes, t) // the weight bytes: x and y are small and cached
-				if m == 1 && sgemv > 0 {
-					r.Speedup = sgemv / t
-				}
-				rows = append(rows, r)
 			}
 			// End to end from host memory: uploads, kernels and downloads
 			// through the backend's two-stream pipeline.

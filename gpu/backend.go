@@ -403,10 +403,12 @@ type MatMulPlan struct {
 	Vec    bool
 }
 
-// PlanMatMul chooses the kernel for y = x·Wᵀ with m rows of x: the GEMV
-// path up to 8 rows, the tiled GEMM path beyond. Vector loads need K and
-// the group size to be multiples of 8 (INT4) or 4 (INT8), so that every
-// 32-bit code load and 16-byte x load is aligned.
+// PlanMatMul chooses the kernel for y = x·Wᵀ with m rows of x: up to 8
+// rows, the GEMV with x staged in shared memory when 32 padded groups of
+// each row fit, else the GEMV reading x through L1; beyond 8 rows the tiled
+// GEMM. Vector loads need K and the group size to be multiples of 8 (INT4)
+// or 4 (INT8), so that every 32-bit code load and 16-byte x load is
+// aligned; the staged GEMV needs them too.
 func PlanMatMul(m int, l quant.Layout) MatMulPlan {
 	step := 4
 	if l.Precision == quant.INT4 {
@@ -414,9 +416,12 @@ func PlanMatMul(m int, l quant.Layout) MatMulPlan {
 	}
 	p := MatMulPlan{Block: blockThreads, Vec: l.Cols%step == 0 && l.GroupSize%step == 0}
 	p.Grid = Dim3{blocksFor(l.Rows, warpsPerBlock, maxGridX), 1, 1}
-	if m <= gemvMaxM {
+	switch {
+	case m <= gemvMaxM && p.Vec && m*32*(l.GroupSize+4) <= kernels.StagedFloats:
+		p.Kernel = kernels.GEMVStaged
+	case m <= gemvMaxM:
 		p.Kernel = kernels.GEMV
-	} else {
+	default:
 		p.Kernel = kernels.GEMM
 		p.Grid.Y = (m + gemmTileM - 1) / gemmTileM
 	}
@@ -545,6 +550,11 @@ func LaunchDequantize(dev Device, s Stream, packed, scales, w Ptr, l quant.Layou
 
 // LaunchMatMul queues y = x·Wᵀ for m rows of x, on the path PlanMatMul picks.
 func LaunchMatMul(dev Device, s Stream, x Ptr, m int, packed, scales Ptr, l quant.Layout, y Ptr) error {
-	p := PlanMatMul(m, l)
+	return PlanMatMul(m, l).Launch(dev, s, x, m, packed, scales, l, y)
+}
+
+// Launch queues the planned matmul; benchmarks change Kernel to compare
+// the GEMV variants, which take the same arguments.
+func (p MatMulPlan) Launch(dev Device, s Stream, x Ptr, m int, packed, scales Ptr, l quant.Layout, y Ptr) error {
 	return dev.Launch(p.Kernel, p.Grid, p.Block, s, p.Args(x, m, packed, scales, l, y)...)
 }

@@ -65,11 +65,17 @@ func (r *recorder) Close() error      { return nil }
 func TestPlanMatMul(t *testing.T) {
 	i4 := quant.Layout{Rows: 100, Cols: 4096, GroupSize: 128, Precision: quant.INT4}
 	p := PlanMatMul(1, i4)
-	require.Equal(t, kernels.GEMV, p.Kernel)
+	require.Equal(t, kernels.GEMVStaged, p.Kernel)
 	require.True(t, p.Vec)
 	require.Equal(t, Dim3{13, 1, 1}, p.Grid) // 100 rows, 8 warps a block
+	require.Equal(t, kernels.GEMVStaged, PlanMatMul(2, i4).Kernel)
+	// Three rows of 32 padded groups of 128 exceed the 48 KiB of shared memory.
+	require.Equal(t, kernels.GEMV, PlanMatMul(3, i4).Kernel)
+	require.Equal(t, kernels.GEMVStaged, PlanMatMul(8, quant.Layout{Rows: 1, Cols: 4096, GroupSize: 32, Precision: quant.INT4}).Kernel)
 	p = PlanMatMul(8, i4)
 	require.Equal(t, kernels.GEMV, p.Kernel)
+	// Without vector loads the staged kernel does not apply.
+	require.Equal(t, kernels.GEMV, PlanMatMul(1, quant.Layout{Rows: 1, Cols: 4100, GroupSize: 4, Precision: quant.INT4}).Kernel)
 	p = PlanMatMul(9, i4)
 	require.Equal(t, kernels.GEMM, p.Kernel)
 	require.Equal(t, 1, p.Grid.Y)

@@ -22,9 +22,14 @@ const (
 	Quantize       = "mixq_quantize"
 	Dequantize     = "mixq_dequantize"
 	GEMV           = "mixq_gemv"
+	GEMVStaged     = "mixq_gemv_xs"
 	GEMM           = "mixq_gemm"
 	ChannelWelford = "mixq_channel_welford"
 	MinMajor       = 8 // the oldest compute capability the PTX targets
+
+	// StagedFloats is the shared memory of mixq_gemv_xs, in floats: it
+	// takes M rows of 32 groups of x, each padded by 4 floats.
+	StagedFloats = 12288
 
 	familyScales   = "scales"
 	familyQuantize = "quantize"
@@ -39,6 +44,7 @@ var family = map[string]string{
 	Quantize:       familyQuantize,
 	Dequantize:     familyDequant,
 	GEMV:           familyMatMul,
+	GEMVStaged:     familyMatMul,
 	GEMM:           familyMatMul,
 	ChannelWelford: familyStats,
 }

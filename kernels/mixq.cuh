@@ -50,6 +50,10 @@ MIXQ_DEV unsigned long long shfl_xor_u64(unsigned long long v, int off) {
 }
 MIXQ_DEV void atomic_min_u64(unsigned long long *p, unsigned long long v) { atomicMin(p, v); }
 
+// A barrier of the block, and a load from shared memory.
+#define SYNC() __syncthreads()
+#define LDS(p) (*(p))
+
 #elif defined(MIXQ_SIM)
 
 #include "sim.h"

@@ -10,9 +10,10 @@
 // the warp never reach (they returned, or wait for a different offset) is a
 // bug in the kernel, and the launch fails with a message instead of hanging.
 //
-// The mixq kernels use no shared memory and no __syncthreads, so warps never
-// wait for each other. Nothing here is thread-safe: the Go side serialises
-// launches.
+// __syncthreads releases the block once every thread has reached it; one
+// that returned instead fails the launch. Shared memory is a static array,
+// which works because blocks run one at a time. Nothing here is
+// thread-safe: the Go side serialises launches.
 //
 // Switching: each coroutine is started once with makecontext and then lives
 // for the whole process, looping over blocks; switches use _setjmp and
@@ -34,7 +35,7 @@
 sim_dim3 sim_block_idx, sim_block_dim, sim_grid_dim;
 sim_dim3 *sim_thread_idx;
 
-enum { T_RUN, T_SHFL, T_DONE };
+enum { T_RUN, T_SHFL, T_SYNC, T_DONE };
 
 typedef struct {
   jmp_buf jb;
@@ -105,6 +106,11 @@ const void *sim_aligned(const void *p, unsigned long size) {
   return p;
 }
 
+void sim_syncthreads(void) {
+  cur->state = T_SYNC;
+  yield(cur);
+}
+
 uint64_t sim_shfl_xor(uint64_t v, int off) {
   sim_thread *me = cur;
   me->send = v;
@@ -165,8 +171,21 @@ static int run_block(void) {
       resume(th);
       progress = 1;
     }
-    for (int t = 0; t < nthreads; t++) live += threads[t].state != T_DONE;
+    int syncing = 0;
+    for (int t = 0; t < nthreads; t++) {
+      live += threads[t].state != T_DONE;
+      syncing += threads[t].state == T_SYNC;
+    }
     if (live == 0) return fault ? -1 : 0;
+    if (syncing > 0 && syncing == live) {  // every live thread is at the barrier
+      if (live < nthreads) {
+        snprintf(errbuf, sizeof errbuf, "block (%u,%u,%u): __syncthreads with %d of %d threads, the others returned",
+                 sim_block_idx.x, sim_block_idx.y, sim_block_idx.z, syncing, nthreads);
+        return -1;
+      }
+      for (int t = 0; t < nthreads; t++) threads[t].state = T_RUN;
+      continue;
+    }
     if (release(&progress) != 0) return -1;
     if (!progress) {
       snprintf(errbuf, sizeof errbuf, "block (%u,%u,%u): threads wait at shuffles that never complete",

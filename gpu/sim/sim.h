@@ -25,7 +25,7 @@ typedef struct {
   unsigned x, y, z;
 } sim_dim3;
 
-typedef struct {
+typedef struct __attribute__((aligned(16))) {  // CUDA's float4 is 16-byte aligned
   float x, y, z, w;
 } float4;
 
@@ -45,6 +45,16 @@ extern sim_dim3 *sim_thread_idx;  // the running coroutine's index
 // violation fails the launch.
 const void *sim_aligned(const void *p, unsigned long size);
 #define LDG(p) (*(__typeof__(p))sim_aligned((p), sizeof *(p)))
+#define LDS(p) (*(__typeof__(p))sim_aligned((p), sizeof *(p)))
+
+// Shared memory: blocks run one at a time, so a static array is the
+// block's shared memory (its contents carry over between blocks, as
+// uninitialised shared memory may on a GPU).
+#define __shared__ static
+
+// __syncthreads(): every thread of the block must arrive.
+void sim_syncthreads(void);
+#define SYNC() sim_syncthreads()
 
 MIXQ_DEV float f_add(float a, float b) { return a + b; }
 MIXQ_DEV float f_sub(float a, float b) { return a - b; }

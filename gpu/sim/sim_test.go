@@ -3,9 +3,11 @@ package sim
 import (
 	"path/filepath"
 	"testing"
+	"unsafe"
 
 	"github.com/mixq/mixq/cpu"
 	"github.com/mixq/mixq/gpu"
+	"github.com/mixq/mixq/kernels"
 	"github.com/mixq/mixq/quant"
 	"github.com/mixq/mixq/quant/quanttest"
 	"github.com/stretchr/testify/require"
@@ -45,8 +47,9 @@ func TestMatMulPaths(t *testing.T) {
 		{Rows: 9, Cols: 1032, GroupSize: 8, Precision: quant.INT4},  // vec, 129 groups
 		{Rows: 5, Cols: 1028, GroupSize: 4, Precision: quant.INT8},  // vec INT8
 		{Rows: 5, Cols: 1030, GroupSize: 10, Precision: quant.INT4}, // no vec
+		{Rows: 17, Cols: 8200, GroupSize: 8, Precision: quant.INT4}, // staged, 1025 groups: 33 chunks
 	} {
-		for _, m := range []int{1, 8, 9, 17, 33} {
+		for _, m := range []int{1, 2, 3, 8, 9, 17, 33} {
 			p := gpu.PlanMatMul(m, l)
 			r := quanttest.NewRand(quanttest.Seed(t), "paths")
 			w := quanttest.Weights(r, l)
@@ -93,3 +96,58 @@ func TestManyRows(t *testing.T) {
 		quanttest.RequireEqualBits(t, "dequantized", deqGot, deqWant)
 	}
 }
+
+// Where the staged GEMV applies, the L1 GEMV must give the same bits too
+// (the benchmarks time both), and both must match the reference.
+func TestGEMVVariantsAgree(t *testing.T) {
+	dev := NewDevice()
+	defer dev.Close()
+	ref := cpu.New(1)
+	for _, l := range []quant.Layout{
+		{Rows: 19, Cols: 4096, GroupSize: 128, Precision: quant.INT4},
+		{Rows: 9, Cols: 2048, GroupSize: 64, Precision: quant.INT8},
+	} {
+		for _, m := range []int{1, 2} {
+			r := quanttest.NewRand(quanttest.Seed(t), "variants")
+			w := quanttest.Weights(r, l)
+			scales := make([]uint16, l.NumScales())
+			packed := make([]byte, l.PackedBytes())
+			require.NoError(t, ref.QuantizeGroups(packed, scales, w, l))
+			x := quanttest.Activations(r, m, l.Cols)
+			want := make([]float32, m*l.Rows)
+			require.NoError(t, ref.MatMul(want, x, m, packed, scales, l))
+			p := gpu.PlanMatMul(m, l)
+			require.Equal(t, kernels.GEMVStaged, p.Kernel)
+			for _, k := range []string{kernels.GEMVStaged, kernels.GEMV} {
+				p.Kernel = k
+				got := runPlan(t, dev, p, x, m, packed, scales, l)
+				quanttest.RequireEqualBits(t, k, got, want)
+			}
+		}
+	}
+}
+
+func runPlan(t *testing.T, dev *Device, p gpu.MatMulPlan, x []float32, m int, packed []byte, scales []uint16, l quant.Layout) []float32 {
+	t.Helper()
+	alloc := func(n int) gpu.Ptr {
+		ptr, err := dev.Alloc(n)
+		require.NoError(t, err)
+		return ptr
+	}
+	dx, dp, ds, dy := alloc(4*len(x)), alloc(len(packed)), alloc(2*len(scales)), alloc(4*m*l.Rows)
+	defer func() {
+		for _, ptr := range []gpu.Ptr{dx, dp, ds, dy} {
+			require.NoError(t, dev.Free(ptr))
+		}
+	}()
+	require.NoError(t, dev.Upload(dx, f32Bytes(x), 0))
+	require.NoError(t, dev.Upload(dp, packed, 0))
+	require.NoError(t, dev.Upload(ds, u16Bytes(scales), 0))
+	require.NoError(t, p.Launch(dev, 0, dx, m, dp, ds, l, dy))
+	y := make([]float32, m*l.Rows)
+	require.NoError(t, dev.Download(f32Bytes(y), dy, 0))
+	return y
+}
+
+func f32Bytes(s []float32) []byte { return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), 4*len(s)) }
+func u16Bytes(s []uint16) []byte  { return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), 2*len(s)) }

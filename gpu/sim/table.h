@@ -34,6 +34,11 @@ static void e_gemv(const uint64_t *args) {
             L(6), L(7), L(8), A(9, float *));
 }
 
+static void e_gemv_xs(const uint64_t *args) {
+  mixq_gemv_xs(A(0, const float *), L(1), A(2, const uint8_t *), A(3, const uint16_t *), L(4), L(5),
+               L(6), L(7), L(8), A(9, float *));
+}
+
 static void e_gemm(const uint64_t *args) {
   mixq_gemm(A(0, const float *), L(1), A(2, const uint8_t *), A(3, const uint16_t *), L(4), L(5),
             L(6), L(7), L(8), A(9, float *));
@@ -54,6 +59,7 @@ sim_kernel sim_lookup(const char *name) {
       {"mixq_group_scales", e_group_scales}, {"mixq_quantize_groups", e_quantize_groups},
       {"mixq_quantize", e_quantize},         {"mixq_dequantize", e_dequantize},
       {"mixq_gemv", e_gemv},                 {"mixq_gemm", e_gemm},
+      {"mixq_gemv_xs", e_gemv_xs},
       {"mixq_channel_welford", e_channel_welford},
   };
   for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)

@@ -57,6 +57,10 @@ MIXQ_DEV unsigned long long shfl_xor_u64(unsigned long long v, int off) {
 }
 MIXQ_DEV void atomic_min_u64(unsigned long long *p, unsigned long long v) { atomicMin(p, v); }
 
+// A barrier of the block, and a load from shared memory.
+#define SYNC() __syncthreads()
+#define LDS(p) (*(p))
+
 #elif defined(MIXQ_SIM)
 
 #include "sim.h"
@@ -253,10 +257,20 @@ MIXQ_KERNEL mixq_dequantize(const uint8_t *packed, const uint16_t *scales, long 
 // what varies between the paths is how many rows of x share the weight
 // bytes it reads:
 //
-//   mixq_gemv  M = 1..8: all rows of x at once, accumulators in registers;
-//              the weights are read from memory exactly once.
+//   mixq_gemv_xs  M = 1..8 when 32 groups of x fit in shared memory: the
+//              block stages x one chunk of 32 groups at a time (one group
+//              per lane), padded by 4 floats per group so that the lanes'
+//              16-byte reads hit distinct banks; the warps of the block
+//              (8 weight rows) share it. The default where it applies.
+//   mixq_gemv  M = 1..8: all rows of x at once, accumulators in registers,
+//              x read through L1. Each warp load of x touches 32 cache
+//              lines (one per lane's group), which limits it on the load
+//              units; kept for shapes the staged path does not take and as
+//              the benchmark's comparison.
 //   mixq_gemm  M > 8: tiles of 16 rows of x, one tile per blockIdx.y; each
 //              tile reads the weight matrix again (mostly from L2).
+//
+// In all three the weights are read from memory exactly once per tile.
 //
 // Both decode codes without int-to-float conversions and, when the
 // alignment allows (vec = 1: K and the group size multiples of 8 for INT4,
@@ -349,6 +363,115 @@ MIXQ_KERNEL mixq_gemm(const float *x, long long M, const uint8_t *packed, const 
                       long long N, long long K, long long gs, long long bits, long long vec,
                       float *y) {
   matmul_tile(x, M, packed, scales, N, K, gs, bits, vec, y, MIXQ_MT_MAX);
+}
+
+// Shared memory of mixq_gemv_xs: 48 KiB, the most a block may declare
+// statically. The launcher checks M · 32 · (gs + 4) <= MIXQ_XS_FLOATS.
+#define MIXQ_XS_FLOATS 12288
+
+// Requires vec (K and gs multiples of 8 for INT4, of 4 for INT8), M <= 8 and
+// the shared-memory bound above; blockDim.x a multiple of 32, one weight row
+// per warp. The block walks blocks of rows together because of the
+// barriers; warps past N only help stage x.
+MIXQ_KERNEL mixq_gemv_xs(const float *x, long long M, const uint8_t *packed,
+                         const uint16_t *scales, long long N, long long K, long long gs,
+                         long long bits, long long vec, float *y) {
+  __shared__ float4 xs4[MIXQ_XS_FLOATS / 4];  // float4: 16-byte aligned
+  float *xs = (float *)xs4;
+  (void)vec;
+  int int4 = bits == 4;
+  long long ng = (K + gs - 1) / gs;
+  long long rb = int4 ? (K + 1) / 2 : K;
+  int mc = (int)M;
+  int stride = (int)gs + 4;  // floats per staged group
+  int plane = 32 * stride;   // floats per staged row of x
+  long long wpb = blockDim.x >> 5;
+  int warp = (int)(threadIdx.x >> 5);
+  int lane = lane_id();
+  for (long long nb = (long long)blockIdx.x * wpb; nb < N; nb += (long long)gridDim.x * wpb) {
+    long long n = nb + warp;
+    int active = n < N;  // uniform across the warp
+    const uint8_t *prow = packed + (active ? n : 0) * rb;
+    const uint16_t *srow = scales + (active ? n : 0) * ng;
+    float acc[8];
+    for (int i = 0; i < 8; i++) acc[i] = 0.0f;
+    for (long long g0 = 0; g0 < ng; g0 += 32) {
+      long long k0 = g0 * gs;
+      int len = (int)(lmin(k0 + 32 * gs, K) - k0);
+      SYNC();  // the previous chunk is no longer read
+      for (int i = 0; i < mc; i++) {
+        const float *xr = x + i * K + k0;
+        for (int kk = (int)threadIdx.x; kk < len; kk += (int)blockDim.x) {
+          int gl = kk / (int)gs;
+          xs[i * plane + gl * stride + (kk - gl * (int)gs)] = LDG(xr + kk);
+        }
+      }
+      SYNC();
+      long long g = g0 + lane;
+      if (active && g < ng) {
+        long long lo = g * gs, hi = lmin(lo + gs, K);
+        const float *xg = xs + lane * stride - lo;  // xg[k] is x[k] of this group
+        float s[8];
+        for (int i = 0; i < 8; i++) s[i] = 0.0f;
+        long long k = lo;
+        if (int4) {
+          for (; k + 8 <= hi; k += 8) {
+            uint32_t c = LDG((const uint32_t *)(prow + (k >> 1)));
+            float q[8];
+            for (int j = 0; j < 8; j++) q[j] = decode_nibble(c >> (4 * j));
+            for (int i = 0; i < 8; i++) {
+              if (i < mc) {
+                float4 a = LDS((const float4 *)(xg + i * plane + k));
+                float4 b = LDS((const float4 *)(xg + i * plane + k + 4));
+                float t = s[i];
+                t = f_add(t, f_mul(a.x, q[0]));
+                t = f_add(t, f_mul(a.y, q[1]));
+                t = f_add(t, f_mul(a.z, q[2]));
+                t = f_add(t, f_mul(a.w, q[3]));
+                t = f_add(t, f_mul(b.x, q[4]));
+                t = f_add(t, f_mul(b.y, q[5]));
+                t = f_add(t, f_mul(b.z, q[6]));
+                t = f_add(t, f_mul(b.w, q[7]));
+                s[i] = t;
+              }
+            }
+          }
+        } else {
+          for (; k + 4 <= hi; k += 4) {
+            uint32_t c = LDG((const uint32_t *)(prow + k));
+            float q[4];
+            for (int j = 0; j < 4; j++) q[j] = decode_byte(c >> (8 * j));
+            for (int i = 0; i < 8; i++) {
+              if (i < mc) {
+                float4 a = LDS((const float4 *)(xg + i * plane + k));
+                float t = s[i];
+                t = f_add(t, f_mul(a.x, q[0]));
+                t = f_add(t, f_mul(a.y, q[1]));
+                t = f_add(t, f_mul(a.z, q[2]));
+                t = f_add(t, f_mul(a.w, q[3]));
+                s[i] = t;
+              }
+            }
+          }
+        }
+        for (; k < hi; k++) {  // never taken under the launch conditions; kept for safety
+          float q = code_at(prow, k, int4);
+          for (int i = 0; i < 8; i++)
+            if (i < mc) s[i] = f_add(s[i], f_mul(LDS(xg + i * plane + k), q));
+        }
+        float sc = f32_from_f16(LDG(srow + g));
+        for (int i = 0; i < 8; i++) acc[i] = f_add(acc[i], f_mul(s[i], sc));
+      }
+    }
+    if (active) {
+      for (int i = 0; i < 8; i++) {
+        if (i < mc) {
+          float v = warp_fold_f32(acc[i]);
+          if (lane_id() == 0) y[i * N + n] = v;
+        }
+      }
+    }
+  }
 }
 
 // ---- kernels/quantize.cu
