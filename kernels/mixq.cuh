@@ -79,6 +79,14 @@ MIXQ_DEV long long warps_in_grid(void) {
 
 MIXQ_DEV long long lmin(long long a, long long b) { return a < b ? a : b; }
 
+// a / b for a group index: a 64-bit division is a long software sequence
+// on the GPU, a 32-bit one much shorter, and every realistic tensor has
+// fewer than 2^32 groups.
+MIXQ_DEV long long ldiv_fast(long long a, long long b) {
+  if (a <= 0xffffffffLL && b <= 0xffffffffLL) return (long long)((uint32_t)a / (uint32_t)b);
+  return a / b;
+}
+
 // Max and min are exact and order-free: any butterfly gives the same result.
 MIXQ_DEV uint32_t warp_max_u32(uint32_t v) {
   for (int off = 16; off > 0; off >>= 1) {

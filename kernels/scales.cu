@@ -19,7 +19,7 @@ MIXQ_KERNEL mixq_group_scales(const float *w, long long rows, long long cols, lo
   long long ng = (cols + gs - 1) / gs;
   long long total = rows * ng;
   for (long long fg = global_warp(); fg < total; fg += warps_in_grid()) {
-    long long row = fg / ng, g = fg - row * ng;
+    long long row = ldiv_fast(fg, ng), g = fg - row * ng;
     long long lo = g * gs, hi = lmin(lo + gs, cols);
     const float *x = w + row * cols;
     uint16_t s;
