@@ -417,7 +417,7 @@ func PlanMatMul(m int, l quant.Layout) MatMulPlan {
 	p := MatMulPlan{Block: blockThreads, Vec: l.Cols%step == 0 && l.GroupSize%step == 0}
 	p.Grid = Dim3{blocksFor(l.Rows, warpsPerBlock, maxGridX), 1, 1}
 	switch {
-	case m <= gemvMaxM && p.Vec && m*32*(l.GroupSize+4) <= kernels.StagedFloats:
+	case m <= gemvMaxM && p.Vec && m*32*kernels.StagedStride(l.GroupSize) <= kernels.StagedFloats:
 		p.Kernel = kernels.GEMVStaged
 	case m <= gemvMaxM:
 		p.Kernel = kernels.GEMV

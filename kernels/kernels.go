@@ -28,7 +28,7 @@ const (
 	MinMajor       = 8 // the oldest compute capability the PTX targets
 
 	// StagedFloats is the shared memory of mixq_gemv_xs, in floats: it
-	// takes M rows of 32 groups of x, each padded by 4 floats.
+	// takes M rows of 32 groups of x, each StagedStride floats long.
 	StagedFloats = 12288
 
 	familyScales   = "scales"
@@ -56,6 +56,16 @@ func Family(name string) (string, error) {
 		return "", fmt.Errorf("kernels: unknown kernel %q", name)
 	}
 	return f, nil
+}
+
+// StagedStride is xs_stride of matmul.cu: the floats mixq_gemv_xs gives
+// one group of x in shared memory, padded so that the lanes' 16-byte reads
+// are free of bank conflicts (gs a multiple of 4).
+func StagedStride(gs int) int {
+	if gs&4 != 0 {
+		return gs + 8
+	}
+	return gs + 4
 }
 
 // Families lists the kernel families in a fixed order.

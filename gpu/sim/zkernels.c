@@ -267,9 +267,9 @@ MIXQ_KERNEL mixq_dequantize(const uint8_t *packed, const uint16_t *scales, long 
 //
 //   mixq_gemv_xs  M = 1..8 when 32 groups of x fit in shared memory: the
 //              block stages x one chunk of 32 groups at a time (one group
-//              per lane), padded by 4 floats per group so that the lanes'
-//              16-byte reads hit distinct banks; the warps of the block
-//              (8 weight rows) share it. The default where it applies.
+//              per lane), padded by 4 or 8 floats per group so that the
+//              lanes' 16-byte reads hit distinct banks; the warps of the
+//              block (8 weight rows) share it. The default where it applies.
 //   mixq_gemv  M = 1..8: all rows of x at once, accumulators in registers,
 //              x read through L1. Each warp load of x touches 32 cache
 //              lines (one per lane's group), which limits it on the load
@@ -374,24 +374,32 @@ MIXQ_KERNEL mixq_gemm(const float *x, long long M, const uint8_t *packed, const 
 }
 
 // Shared memory of mixq_gemv_xs: 48 KiB, the most a block may declare
-// statically. The launcher checks M · 32 · (gs + 4) <= MIXQ_XS_FLOATS.
+// statically. The launcher checks M · 32 · xs_stride(gs) <= MIXQ_XS_FLOATS.
 #define MIXQ_XS_FLOATS 12288
+
+// Floats per staged group: gs padded so that stride/4 is odd. Lane l then
+// reads 16 bytes at word l·stride + j, and the 8 lanes of each phase of a
+// 16-byte shared load cover all 32 banks (gs is a multiple of 4 here).
+MIXQ_DEV int xs_stride(long long gs) { return (int)gs + ((gs & 4) ? 8 : 4); }
 
 // Requires vec (K and gs multiples of 8 for INT4, of 4 for INT8), M <= 8 and
 // the shared-memory bound above; blockDim.x a multiple of 32, one weight row
 // per warp. The block walks blocks of rows together because of the
-// barriers; warps past N only help stage x.
+// barriers; warps past N only help stage x. A launch outside those
+// conditions returns at once, before any barrier, leaving y untouched,
+// rather than fault on misaligned vector loads: the launcher
+// (gpu.PlanMatMul) never makes one.
 MIXQ_KERNEL mixq_gemv_xs(const float *x, long long M, const uint8_t *packed,
                          const uint16_t *scales, long long N, long long K, long long gs,
                          long long bits, long long vec, float *y) {
   __shared__ float4 xs4[MIXQ_XS_FLOATS / 4];  // float4: 16-byte aligned
   float *xs = (float *)xs4;
-  (void)vec;
   int int4 = bits == 4;
+  int stride = xs_stride(gs);  // floats per staged group
+  if (!vec || M < 1 || M > 8 || M * 32 * stride > MIXQ_XS_FLOATS) return;  // uniform: see above
   long long ng = (K + gs - 1) / gs;
   long long rb = int4 ? (K + 1) / 2 : K;
   int mc = (int)M;
-  int stride = (int)gs + 4;  // floats per staged group
   int plane = 32 * stride;   // floats per staged row of x
   long long wpb = blockDim.x >> 5;
   int warp = (int)(threadIdx.x >> 5);
@@ -462,7 +470,7 @@ MIXQ_KERNEL mixq_gemv_xs(const float *x, long long M, const uint8_t *packed,
             }
           }
         }
-        for (; k < hi; k++) {  // never taken under the launch conditions; kept for safety
+        for (; k < hi; k++) {  // not reached: vec makes every group a whole number of steps
           float q = code_at(prow, k, int4);
           for (int i = 0; i < 8; i++)
             if (i < mc) s[i] = f_add(s[i], f_mul(LDS(xg + i * plane + k), q));
