@@ -29,7 +29,7 @@ const PluginName = "mixq-cuda.so"
 type Plugin struct {
 	Path  string
 	Kind  string // "cuda", or "cuda-sim" for the emulator build
-	Open  func(ordinal int) (quant.Backend, error)
+	Open  func(ordinal int, o gpu.Options) (quant.Backend, error)
 	Bench func(gpu.BenchOptions) ([]gpu.BenchRow, error)
 }
 
@@ -65,7 +65,7 @@ func LoadPlugin(path string) (*Plugin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CUDA plugin %s: %w", path, err)
 	}
-	if p.Open, ok = open.(func(int) (quant.Backend, error)); !ok {
+	if p.Open, ok = open.(func(int, gpu.Options) (quant.Backend, error)); !ok {
 		return nil, fmt.Errorf("CUDA plugin %s: Open has type %T", path, open)
 	}
 	bench, err := pl.Lookup("Bench")
@@ -178,7 +178,7 @@ func openCUDA(ordinal int) (quant.Backend, error) {
 	if p.Kind != "cuda" {
 		return nil, fmt.Errorf("CUDA plugin %s is a %s build, not cuda", path, p.Kind)
 	}
-	be, err := p.Open(ordinal)
+	be, err := p.Open(ordinal, gpu.Options{})
 	if err != nil {
 		return nil, err
 	}

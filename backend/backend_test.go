@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/mixq/mixq/cuda/probe"
+	"github.com/mixq/mixq/gpu"
 	"github.com/mixq/mixq/quant"
 	"github.com/mixq/mixq/quant/quanttest"
 )
@@ -102,7 +103,7 @@ func TestPluginLoads(t *testing.T) {
 	again, err := LoadPlugin(path)
 	require.NoError(t, err)
 	require.Same(t, p, again)
-	be, err := p.Open(0)
+	be, err := p.Open(0, gpu.Options{})
 	require.NoError(t, err)
 	defer Close(be)
 	require.Equal(t, "cuda-sim", be.Name())

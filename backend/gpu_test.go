@@ -40,12 +40,20 @@ func TestCUDAConformance(t *testing.T) {
 			continue
 		}
 		t.Run(d.Name, func(t *testing.T) {
-			be, err := p.Open(d.Ordinal)
+			be, err := p.Open(d.Ordinal, gpu.Options{})
 			require.NoError(t, err)
 			defer Close(be)
 			t.Logf("%s: %s, compute %d.%d, PTX %s, driver %s", be.Name(), d.Name, d.Major, d.Minor, d.PTXArchitecture, gpu.DriverString(d.DriverVersion))
 			quanttest.TestBackend(t, be)
 			quanttest.TestGolden(t, be, goldenDir(t))
+		})
+		// Chunks of a few rows: every tensor crosses chunks on both streams,
+		// which run concurrently on a GPU (in the emulator they cannot).
+		t.Run(d.Name+" small chunks", func(t *testing.T) {
+			be, err := p.Open(d.Ordinal, gpu.Options{ChunkBytes: 3000})
+			require.NoError(t, err)
+			defer Close(be)
+			quanttest.TestBackend(t, be)
 		})
 	}
 }

@@ -12,12 +12,12 @@ import (
 var Kind = "cuda"
 
 // Open returns the CUDA backend on GPU ordinal.
-func Open(ordinal int) (quant.Backend, error) {
+func Open(ordinal int, o gpu.Options) (quant.Backend, error) {
 	d, err := cuda.Open(ordinal)
 	if err != nil {
 		return nil, err
 	}
-	return gpu.New(d, gpu.Options{}), nil
+	return gpu.New(d, o), nil
 }
 
 // Bench runs the GPU benchmarks.

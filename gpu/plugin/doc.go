@@ -6,7 +6,7 @@
 // device, and looks up these symbols:
 //
 //	Kind  string                                   "cuda"
-//	Open  func(ordinal int) (quant.Backend, error) a backend on one GPU
+//	Open  func(int, gpu.Options) (quant.Backend, error) a backend on GPU N
 //	Bench func(gpu.BenchOptions) ([]gpu.BenchRow, error)
 //
 // Built without the cuda tag it is the same plugin over the emulator of

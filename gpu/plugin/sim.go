@@ -14,11 +14,11 @@ import (
 var Kind = "cuda-sim"
 
 // Open returns the emulated backend; there is one emulated device, 0.
-func Open(ordinal int) (quant.Backend, error) {
+func Open(ordinal int, o gpu.Options) (quant.Backend, error) {
 	if ordinal != 0 {
 		return nil, errors.New("cuda-sim: only device 0 exists")
 	}
-	return sim.New(gpu.Options{}), nil
+	return sim.New(o), nil
 }
 
 // Bench refuses: timing an emulator says nothing about a GPU.
