@@ -32,21 +32,21 @@
 
 #define MIXQ_MT_MAX 16
 
-// Adds x[m][k..k+3] · q[0..3] to s[m] for the live rows of the tile, in
-// ascending k.
+// One step of a group's sequential sum: t + a.x·q[0] + … + a.w·q[3], each
+// product and sum rounded on its own, in ascending k. Every vector path
+// goes through it, so the order is written once.
+MIXQ_DEV float step4(float t, float4 a, const float *q) {
+  t = f_add(t, f_mul(a.x, q[0]));
+  t = f_add(t, f_mul(a.y, q[1]));
+  t = f_add(t, f_mul(a.z, q[2]));
+  return f_add(t, f_mul(a.w, q[3]));
+}
+
+// Adds x[m][k..k+3] · q[0..3] to s[m] for the live rows of the tile.
 MIXQ_DEV void dot4(float *s, const float *xt, long long K, long long k, int MT, int mc,
                    const float *q) {
-  for (int i = 0; i < MT; i++) {
-    if (i < mc) {
-      float4 a = LDG((const float4 *)(xt + i * K + k));
-      float t = s[i];
-      t = f_add(t, f_mul(a.x, q[0]));
-      t = f_add(t, f_mul(a.y, q[1]));
-      t = f_add(t, f_mul(a.z, q[2]));
-      t = f_add(t, f_mul(a.w, q[3]));
-      s[i] = t;
-    }
-  }
+  for (int i = 0; i < MT; i++)
+    if (i < mc) s[i] = step4(s[i], LDG((const float4 *)(xt + i * K + k)), q);
 }
 
 // One weight row per warp; rows of x m0 .. m0+mc-1 with mc <= MT.
@@ -179,18 +179,8 @@ MIXQ_KERNEL mixq_gemv_xs(const float *x, long long M, const uint8_t *packed,
             for (int j = 0; j < 8; j++) q[j] = decode_nibble(c >> (4 * j));
             for (int i = 0; i < 8; i++) {
               if (i < mc) {
-                float4 a = LDS((const float4 *)(xg + i * plane + k));
-                float4 b = LDS((const float4 *)(xg + i * plane + k + 4));
-                float t = s[i];
-                t = f_add(t, f_mul(a.x, q[0]));
-                t = f_add(t, f_mul(a.y, q[1]));
-                t = f_add(t, f_mul(a.z, q[2]));
-                t = f_add(t, f_mul(a.w, q[3]));
-                t = f_add(t, f_mul(b.x, q[4]));
-                t = f_add(t, f_mul(b.y, q[5]));
-                t = f_add(t, f_mul(b.z, q[6]));
-                t = f_add(t, f_mul(b.w, q[7]));
-                s[i] = t;
+                const float *xi = xg + i * plane + k;
+                s[i] = step4(step4(s[i], LDS((const float4 *)xi), q), LDS((const float4 *)(xi + 4)), q + 4);
               }
             }
           }
@@ -199,17 +189,8 @@ MIXQ_KERNEL mixq_gemv_xs(const float *x, long long M, const uint8_t *packed,
             uint32_t c = LDG((const uint32_t *)(prow + k));
             float q[4];
             for (int j = 0; j < 4; j++) q[j] = decode_byte(c >> (8 * j));
-            for (int i = 0; i < 8; i++) {
-              if (i < mc) {
-                float4 a = LDS((const float4 *)(xg + i * plane + k));
-                float t = s[i];
-                t = f_add(t, f_mul(a.x, q[0]));
-                t = f_add(t, f_mul(a.y, q[1]));
-                t = f_add(t, f_mul(a.z, q[2]));
-                t = f_add(t, f_mul(a.w, q[3]));
-                s[i] = t;
-              }
-            }
+            for (int i = 0; i < 8; i++)
+              if (i < mc) s[i] = step4(s[i], LDS((const float4 *)(xg + i * plane + k)), q);
           }
         }
         for (; k < hi; k++) {  // not reached: vec makes every group a whole number of steps
