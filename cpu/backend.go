@@ -1,7 +1,6 @@
 package cpu
 
 import (
-	"errors"
 	"fmt"
 	"runtime"
 
@@ -65,5 +64,3 @@ func checkLayout(op string, l quant.Layout, w []float32, packed []byte, scales [
 	}
 	return nil
 }
-
-var errNilStats = errors.New("cpu: channelstats: nil statistics")

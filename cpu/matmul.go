@@ -30,14 +30,8 @@ func (b *Backend) MatMul(y, x []float32, m int, packed []byte, scales []uint16, 
 	if err := checkLayout("matmul", l, nil, nonNil(packed), nonNil(scales)); err != nil {
 		return err
 	}
-	if m < 1 {
-		return fmt.Errorf("cpu: matmul: m = %d, want at least 1", m)
-	}
-	if len(x)%l.Cols != 0 || len(x)/l.Cols != m {
-		return fmt.Errorf("cpu: matmul: x has %d elements, want m×Cols = %d×%d", len(x), m, l.Cols)
-	}
-	if len(y)%l.Rows != 0 || len(y)/l.Rows != m {
-		return fmt.Errorf("cpu: matmul: y has %d elements, want m×Rows = %d×%d", len(y), m, l.Rows)
+	if err := l.CheckMatMul(y, x, m); err != nil {
+		return fmt.Errorf("cpu: %w", err)
 	}
 	work := l.Elements()
 	if work <= math.MaxInt/m {

@@ -17,19 +17,10 @@ import (
 // Channels are split across goroutines; each walks the tokens in order and,
 // for every token, its contiguous range of channels.
 func (b *Backend) ChannelStats(s *quant.Stats, x []float32, tokens int) error {
-	if s == nil {
-		return errNilStats
+	if err := quant.CheckBatch(s, x, tokens); err != nil {
+		return fmt.Errorf("cpu: %w", err)
 	}
 	ch := s.Channels()
-	switch {
-	case len(s.M2) != ch:
-		return fmt.Errorf("cpu: channelstats: statistics have %d means and %d M2", ch, len(s.M2))
-	case tokens < 0:
-		return fmt.Errorf("cpu: channelstats: negative token count %d", tokens)
-	case ch == 0 && len(x) != 0,
-		ch > 0 && (len(x)%ch != 0 || len(x)/ch != tokens):
-		return fmt.Errorf("cpu: channelstats: x has %d elements, want tokens×channels = %d×%d", len(x), tokens, ch)
-	}
 	if tokens == 0 {
 		return nil // an empty batch merges as a no-op
 	}

@@ -443,16 +443,11 @@ func (b *Backend) MatMul(y, x []float32, m int, packed []byte, scales []uint16, 
 	if err := b.check("matmul", l, nil, nonNil(packed), nonNil(scales)); err != nil {
 		return err
 	}
-	name := b.dev.Name()
-	switch {
-	case m < 1:
-		return fmt.Errorf("%s: matmul: m = %d, want at least 1", name, m)
-	case m > maxGridY*gemmTileM:
-		return fmt.Errorf("%s: matmul: m = %d exceeds %d", name, m, maxGridY*gemmTileM)
-	case len(x)%l.Cols != 0 || len(x)/l.Cols != m:
-		return fmt.Errorf("%s: matmul: x has %d elements, want m×Cols = %d×%d", name, len(x), m, l.Cols)
-	case len(y)%l.Rows != 0 || len(y)/l.Rows != m:
-		return fmt.Errorf("%s: matmul: y has %d elements, want m×Rows = %d×%d", name, len(y), m, l.Rows)
+	if err := l.CheckMatMul(y, x, m); err != nil {
+		return fmt.Errorf("%s: %w", b.dev.Name(), err)
+	}
+	if m > maxGridY*gemmTileM { // gridDim.y holds the tiles of x
+		return fmt.Errorf("%s: matmul: m = %d exceeds %d", b.dev.Name(), m, maxGridY*gemmTileM)
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -477,20 +472,10 @@ func (b *Backend) MatMul(y, x []float32, m int, packed []byte, scales []uint16, 
 // device and merges them into s on the host with quant.Stats.Merge, the
 // written merge.
 func (b *Backend) ChannelStats(s *quant.Stats, x []float32, tokens int) error {
-	name := b.dev.Name()
-	if s == nil {
-		return fmt.Errorf("%s: channelstats: nil statistics", name)
+	if err := quant.CheckBatch(s, x, tokens); err != nil {
+		return fmt.Errorf("%s: %w", b.dev.Name(), err)
 	}
 	ch := s.Channels()
-	switch {
-	case len(s.M2) != ch:
-		return fmt.Errorf("%s: channelstats: statistics have %d means and %d M2", name, ch, len(s.M2))
-	case tokens < 0:
-		return fmt.Errorf("%s: channelstats: negative token count %d", name, tokens)
-	case ch == 0 && len(x) != 0,
-		ch > 0 && (len(x)%ch != 0 || len(x)/ch != tokens):
-		return fmt.Errorf("%s: channelstats: x has %d elements, want tokens×channels = %d×%d", name, len(x), tokens, ch)
-	}
 	switch {
 	case tokens == 0:
 		return nil // an empty batch merges as a no-op

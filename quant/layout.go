@@ -89,3 +89,19 @@ func (l Layout) CheckBuffers(w []float32, packed []byte, scales []uint16) error 
 	}
 	return nil
 }
+
+// CheckMatMul verifies the activations and outputs of a MatMul with m rows of
+// x against the layout of W: x is [m, Cols] and y is [m, Rows]. Backends
+// call it (and CheckBuffers for the codes and scales) so that all of them
+// refuse the same calls with the same words.
+func (l Layout) CheckMatMul(y, x []float32, m int) error {
+	switch {
+	case m < 1:
+		return fmt.Errorf("matmul: m = %d, want at least 1", m)
+	case len(x)%l.Cols != 0 || len(x)/l.Cols != m:
+		return fmt.Errorf("matmul: x has %d elements, want m×Cols = %d×%d", len(x), m, l.Cols)
+	case len(y)%l.Rows != 0 || len(y)/l.Rows != m:
+		return fmt.Errorf("matmul: y has %d elements, want m×Rows = %d×%d", len(y), m, l.Rows)
+	}
+	return nil
+}

@@ -1,6 +1,9 @@
 package quant
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // Stats holds streaming per-channel statistics of activations: the number of
 // tokens seen and, per channel, the running mean and M2 (the sum of squared
@@ -82,4 +85,23 @@ func WelfordStep(mean, m2 float64, x float32, n int64) (float64, float64) {
 	mean = float64(mean + float64(d/float64(n)))
 	m2 = float64(m2 + float64(d*float64(xf-mean)))
 	return mean, m2
+}
+
+// CheckBatch verifies a ChannelStats call: s is non-nil and consistent, and
+// x holds tokens rows of s.Channels() activations.
+func CheckBatch(s *Stats, x []float32, tokens int) error {
+	if s == nil {
+		return errors.New("channelstats: nil statistics")
+	}
+	ch := s.Channels()
+	switch {
+	case len(s.M2) != ch:
+		return fmt.Errorf("channelstats: statistics have %d means and %d M2", ch, len(s.M2))
+	case tokens < 0:
+		return fmt.Errorf("channelstats: negative token count %d", tokens)
+	case ch == 0 && len(x) != 0,
+		ch > 0 && (len(x)%ch != 0 || len(x)/ch != tokens):
+		return fmt.Errorf("channelstats: x has %d elements, want tokens×channels = %d×%d", len(x), tokens, ch)
+	}
+	return nil
 }
