@@ -157,15 +157,38 @@ func Open(s string, notice io.Writer) (quant.Backend, error) {
 }
 
 func openCUDA(ordinal int) (quant.Backend, error) {
+	p, err := CUDAPlugin()
+	if err != nil {
+		return nil, err
+	}
+	devs := probe.Run().Devices // probed once per process; CUDAPlugin checked it
+	if ordinal >= len(devs) {
+		return nil, fmt.Errorf("no CUDA device %d (%d present)", ordinal, len(devs))
+	}
+	if cause := devs[ordinal].UnsupportedCause; cause != "" {
+		return nil, fmt.Errorf("CUDA device %d (%s): %s", ordinal, devs[ordinal].Name, cause)
+	}
+	return p.Open(ordinal, gpu.Options{})
+}
+
+// Close releases a backend's device resources when it holds any.
+func Close(be quant.Backend) error {
+	if c, ok := be.(io.Closer); ok {
+		return c.Close()
+	}
+	return nil
+}
+
+// CUDAPlugin returns the CUDA plugin, loaded, once the probe has found a
+// device the kernels support; the error says which step failed. Open, the
+// benchmarks and mixq devices all go through it.
+func CUDAPlugin() (*Plugin, error) {
 	r := probe.Run()
 	if r.Err != nil {
 		return nil, r.Err
 	}
-	if ordinal >= len(r.Devices) {
-		return nil, fmt.Errorf("no CUDA device %d (%d present)", ordinal, len(r.Devices))
-	}
-	if cause := r.Devices[ordinal].UnsupportedCause; cause != "" {
-		return nil, fmt.Errorf("CUDA device %d (%s): %s", ordinal, r.Devices[ordinal].Name, cause)
+	if _, ok := r.Usable(); !ok {
+		return nil, errors.New("no CUDA device the kernels support (compute capability 8.0 or newer)")
 	}
 	path, err := PluginPath()
 	if err != nil {
@@ -178,34 +201,5 @@ func openCUDA(ordinal int) (quant.Backend, error) {
 	if p.Kind != "cuda" {
 		return nil, fmt.Errorf("CUDA plugin %s is a %s build, not cuda", path, p.Kind)
 	}
-	be, err := p.Open(ordinal, gpu.Options{})
-	if err != nil {
-		return nil, err
-	}
-	return be, nil
-}
-
-// Close releases a backend's device resources when it holds any.
-func Close(be quant.Backend) error {
-	if c, ok := be.(io.Closer); ok {
-		return c.Close()
-	}
-	return nil
-}
-
-// CUDAPlugin returns the loaded CUDA plugin, for benchmarks, after the same
-// checks as Open.
-func CUDAPlugin() (*Plugin, error) {
-	r := probe.Run()
-	if r.Err != nil {
-		return nil, r.Err
-	}
-	if _, ok := r.Usable(); !ok {
-		return nil, errors.New("no CUDA device the kernels support")
-	}
-	path, err := PluginPath()
-	if err != nil {
-		return nil, err
-	}
-	return LoadPlugin(path)
+	return p, nil
 }

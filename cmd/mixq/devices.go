@@ -37,29 +37,15 @@ func newDevicesCmd() *cobra.Command {
 				Detail: fmt.Sprintf("%d threads, %s/%s", runtime.GOMAXPROCS(0), runtime.GOOS, runtime.GOARCH),
 			})
 			r := probe.Run()
-			cuda := backendStatus{Name: "cuda"}
 			if r.Driver && r.DriverVersion > 0 {
 				rep.Driver = gpu.DriverString(r.DriverVersion)
 			}
 			rep.Devices = append(rep.Devices, r.Devices...)
-			switch _, usable := r.Usable(); {
-			case r.Err != nil:
-				cuda.Detail = r.Err.Error()
-			case !usable:
-				cuda.Detail = "no device the kernels support (compute capability 8.0 or newer)"
-			default:
-				path, err := backend.PluginPath()
-				if err != nil {
-					cuda.Detail = err.Error()
-					break
-				}
-				p, err := backend.LoadPlugin(path)
-				if err != nil {
-					cuda.Detail = err.Error()
-					break
-				}
-				cuda.Available = p.Kind == "cuda"
-				cuda.Detail = fmt.Sprintf("plugin %s (%s)", path, p.Kind)
+			cuda := backendStatus{Name: "cuda"}
+			if p, err := backend.CUDAPlugin(); err != nil {
+				cuda.Detail = err.Error()
+			} else {
+				cuda.Available, cuda.Detail = true, "plugin "+p.Path
 			}
 			rep.Backends = append(rep.Backends, cuda)
 			if asJSON {
