@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unsafe"
 
 	"gorgonia.org/cu"
 
@@ -178,7 +177,7 @@ func Bench(o gpu.BenchOptions) (rows []gpu.BenchRow, err error) {
 		}
 		// Host-to-device copy of the same FP32 weights: the e2e ceiling.
 		start := time.Now()
-		if err := d.Upload(w, bytesOf(host), 0); err != nil {
+		if err := d.Upload(w, gpu.BytesOf(host), 0); err != nil {
 			return nil, err
 		}
 		if err := d.Sync(0); err != nil {
@@ -210,7 +209,7 @@ func (b *bencher) upload(host []float32) (gpu.Ptr, error) {
 	if err != nil {
 		return 0, err
 	}
-	if err := b.d.Upload(p, bytesOf(host), 0); err != nil {
+	if err := b.d.Upload(p, gpu.BytesOf(host), 0); err != nil {
 		return 0, err
 	}
 	return p, b.d.Sync(0)
@@ -279,11 +278,4 @@ func randomWeights(n int) []float32 {
 		w[i] = float32(r.NormFloat64() * 0.02)
 	}
 	return w
-}
-
-func bytesOf[E any](s []E) []byte {
-	if len(s) == 0 {
-		return nil
-	}
-	return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), len(s)*int(unsafe.Sizeof(s[0])))
 }

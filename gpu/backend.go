@@ -153,8 +153,9 @@ func (b *Backend) upload(dst []Ptr, src ...[]byte) error {
 	return nil
 }
 
-// bytesOf views a slice's memory as bytes, for copies.
-func bytesOf[E any](s []E) []byte {
+// BytesOf views a slice's memory as bytes, for copies to and from a
+// Device. The bytes alias the slice.
+func BytesOf[E any](s []E) []byte {
 	if len(s) == 0 {
 		return nil
 	}
@@ -253,7 +254,7 @@ func (b *Backend) pipeline(packed []byte, scales []uint16, w []float32, l quant.
 				return err
 			}
 		}
-		return b.dev.Download(bytesOf(scales[c.r0*ng:c.r1*ng]), c.ds, c.s)
+		return b.dev.Download(BytesOf(scales[c.r0*ng:c.r1*ng]), c.ds, c.s)
 	}
 	var prev *chunk
 	for i, r0 := 0, 0; r0 < l.Rows; i, r0 = i+1, r0+rowsPer {
@@ -267,7 +268,7 @@ func (b *Backend) pipeline(packed []byte, scales []uint16, w []float32, l quant.
 		if c.ds, err = b.buf("scales"+tag, 2*n*ng); err != nil {
 			return err
 		}
-		if err := b.dev.Upload(dw, bytesOf(w[c.r0*cols:c.r1*cols]), c.s); err != nil {
+		if err := b.dev.Upload(dw, BytesOf(w[c.r0*cols:c.r1*cols]), c.s); err != nil {
 			return err
 		}
 		if fused {
@@ -305,7 +306,7 @@ func (b *Backend) pipeline(packed []byte, scales []uint16, w []float32, l quant.
 		}
 	}
 	var words [2]uint64
-	if err := b.dev.Download(bytesOf(words[:]), errs, 0); err != nil {
+	if err := b.dev.Download(BytesOf(words[:]), errs, 0); err != nil {
 		return err
 	}
 	if err := b.dev.Sync(0); err != nil {
@@ -356,7 +357,7 @@ func (b *Backend) quantize(packed []byte, w []float32, scales []uint16, l quant.
 	if err != nil {
 		return err
 	}
-	if err := b.upload(d, bytesOf(w), bytesOf(scales)); err != nil {
+	if err := b.upload(d, BytesOf(w), BytesOf(scales)); err != nil {
 		return err
 	}
 	grid := Dim3{blocksFor(l.RowBytes(), blockThreads, math.MaxInt32), min(l.Rows, maxGridY), 1}
@@ -382,13 +383,13 @@ func (b *Backend) Dequantize(w []float32, packed []byte, scales []uint16, l quan
 	if err != nil {
 		return err
 	}
-	if err := b.upload(d, packed, bytesOf(scales)); err != nil {
+	if err := b.upload(d, packed, BytesOf(scales)); err != nil {
 		return err
 	}
 	if err := LaunchDequantize(b.dev, 0, d[0], d[1], d[2], l); err != nil {
 		return err
 	}
-	if err := b.dev.Download(bytesOf(w), d[2], 0); err != nil {
+	if err := b.dev.Download(BytesOf(w), d[2], 0); err != nil {
 		return err
 	}
 	return b.dev.Sync(0)
@@ -455,14 +456,14 @@ func (b *Backend) MatMul(y, x []float32, m int, packed []byte, scales []uint16, 
 	if err != nil {
 		return err
 	}
-	if err := b.upload(d, bytesOf(x), packed, bytesOf(scales)); err != nil {
+	if err := b.upload(d, BytesOf(x), packed, BytesOf(scales)); err != nil {
 		return err
 	}
 	dy := d[3]
 	if err := LaunchMatMul(b.dev, 0, d[0], m, d[1], d[2], l, dy); err != nil {
 		return err
 	}
-	if err := b.dev.Download(bytesOf(y), dy, 0); err != nil {
+	if err := b.dev.Download(BytesOf(y), dy, 0); err != nil {
 		return err
 	}
 	return b.dev.Sync(0)
@@ -488,7 +489,7 @@ func (b *Backend) ChannelStats(s *quant.Stats, x []float32, tokens int) error {
 	if err != nil {
 		return err
 	}
-	if err := b.upload(d, bytesOf(x)); err != nil {
+	if err := b.upload(d, BytesOf(x)); err != nil {
 		return err
 	}
 	dm, d2 := d[1], d[2]
@@ -498,10 +499,10 @@ func (b *Backend) ChannelStats(s *quant.Stats, x []float32, tokens int) error {
 		return err
 	}
 	batch := quant.Stats{Count: int64(tokens), Mean: make([]float64, ch), M2: make([]float64, ch)}
-	if err := b.dev.Download(bytesOf(batch.Mean), dm, 0); err != nil {
+	if err := b.dev.Download(BytesOf(batch.Mean), dm, 0); err != nil {
 		return err
 	}
-	if err := b.dev.Download(bytesOf(batch.M2), d2, 0); err != nil {
+	if err := b.dev.Download(BytesOf(batch.M2), d2, 0); err != nil {
 		return err
 	}
 	if err := b.dev.Sync(0); err != nil {

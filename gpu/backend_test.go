@@ -50,7 +50,7 @@ func (r *recorder) Free(p Ptr) error {
 func (r *recorder) Upload(Ptr, []byte, Stream) error { return nil }
 func (r *recorder) Download(dst []byte, _ Ptr, _ Stream) error {
 	if len(dst) == 16 { // the error words
-		copy(dst, bytesOf(r.words[:]))
+		copy(dst, BytesOf(r.words[:]))
 	}
 	return nil
 }

@@ -3,7 +3,6 @@ package sim
 import (
 	"path/filepath"
 	"testing"
-	"unsafe"
 
 	"github.com/mixq/mixq/cpu"
 	"github.com/mixq/mixq/gpu"
@@ -41,7 +40,6 @@ func TestGolden(t *testing.T) {
 func TestMatMulPaths(t *testing.T) {
 	b := New(gpu.Options{})
 	defer b.Close()
-	ref := cpu.New(1)
 	for _, l := range []quant.Layout{
 		{Rows: 9, Cols: 1024, GroupSize: 32, Precision: quant.INT4}, // vec, 32 groups
 		{Rows: 9, Cols: 1032, GroupSize: 8, Precision: quant.INT4},  // vec, 129 groups
@@ -50,18 +48,10 @@ func TestMatMulPaths(t *testing.T) {
 		{Rows: 17, Cols: 8200, GroupSize: 8, Precision: quant.INT4}, // staged, 1025 groups: 33 chunks
 	} {
 		for _, m := range []int{1, 2, 3, 8, 9, 17, 33} {
-			p := gpu.PlanMatMul(m, l)
-			r := quanttest.NewRand(quanttest.Seed(t), "paths")
-			w := quanttest.Weights(r, l)
-			scales := make([]uint16, l.NumScales())
-			packed := make([]byte, l.PackedBytes())
-			require.NoError(t, ref.QuantizeGroups(packed, scales, w, l))
-			x := quanttest.Activations(r, m, l.Cols)
-			want := make([]float32, m*l.Rows)
+			c := newMatMulCase(t, "paths", l, m)
 			got := make([]float32, m*l.Rows)
-			require.NoError(t, ref.MatMul(want, x, m, packed, scales, l))
-			require.NoError(t, b.MatMul(got, x, m, packed, scales, l))
-			quanttest.RequireEqualBits(t, p.Kernel, got, want)
+			require.NoError(t, b.MatMul(got, c.x, m, c.packed, c.scales, l))
+			quanttest.RequireEqualBits(t, gpu.PlanMatMul(m, l).Kernel, got, c.want)
 		}
 	}
 }
@@ -102,26 +92,18 @@ func TestManyRows(t *testing.T) {
 func TestGEMVVariantsAgree(t *testing.T) {
 	dev := NewDevice()
 	defer dev.Close()
-	ref := cpu.New(1)
 	for _, l := range []quant.Layout{
 		{Rows: 19, Cols: 4096, GroupSize: 128, Precision: quant.INT4},
 		{Rows: 9, Cols: 2048, GroupSize: 64, Precision: quant.INT8},
 	} {
 		for _, m := range []int{1, 2} {
-			r := quanttest.NewRand(quanttest.Seed(t), "variants")
-			w := quanttest.Weights(r, l)
-			scales := make([]uint16, l.NumScales())
-			packed := make([]byte, l.PackedBytes())
-			require.NoError(t, ref.QuantizeGroups(packed, scales, w, l))
-			x := quanttest.Activations(r, m, l.Cols)
-			want := make([]float32, m*l.Rows)
-			require.NoError(t, ref.MatMul(want, x, m, packed, scales, l))
+			c := newMatMulCase(t, "variants", l, m)
 			p := gpu.PlanMatMul(m, l)
 			require.Equal(t, kernels.GEMVStaged, p.Kernel)
 			for _, k := range []string{kernels.GEMVStaged, kernels.GEMV} {
 				p.Kernel = k
-				got := runPlan(t, dev, p, x, m, packed, scales, l)
-				quanttest.RequireEqualBits(t, k, got, want)
+				got := runPlan(t, dev, p, c.x, m, c.packed, c.scales, l)
+				quanttest.RequireEqualBits(t, k, got, c.want)
 			}
 		}
 	}
@@ -140,14 +122,31 @@ func runPlan(t *testing.T, dev *Device, p gpu.MatMulPlan, x []float32, m int, pa
 			require.NoError(t, dev.Free(ptr))
 		}
 	}()
-	require.NoError(t, dev.Upload(dx, f32Bytes(x), 0))
+	require.NoError(t, dev.Upload(dx, gpu.BytesOf(x), 0))
 	require.NoError(t, dev.Upload(dp, packed, 0))
-	require.NoError(t, dev.Upload(ds, u16Bytes(scales), 0))
+	require.NoError(t, dev.Upload(ds, gpu.BytesOf(scales), 0))
 	require.NoError(t, p.Launch(dev, 0, dx, m, dp, ds, l, dy))
 	y := make([]float32, m*l.Rows)
-	require.NoError(t, dev.Download(f32Bytes(y), dy, 0))
+	require.NoError(t, dev.Download(gpu.BytesOf(y), dy, 0))
 	return y
 }
 
-func f32Bytes(s []float32) []byte { return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), 4*len(s)) }
-func u16Bytes(s []uint16) []byte  { return unsafe.Slice((*byte)(unsafe.Pointer(&s[0])), 2*len(s)) }
+// matMulCase is a quantized W, activations and the reference's y = x·Wᵀ.
+type matMulCase struct {
+	packed  []byte
+	scales  []uint16
+	x, want []float32
+}
+
+func newMatMulCase(t *testing.T, label string, l quant.Layout, m int) matMulCase {
+	t.Helper()
+	ref := cpu.New(1)
+	r := quanttest.NewRand(quanttest.Seed(t), label)
+	w := quanttest.Weights(r, l)
+	c := matMulCase{packed: make([]byte, l.PackedBytes()), scales: make([]uint16, l.NumScales())}
+	require.NoError(t, ref.QuantizeGroups(c.packed, c.scales, w, l))
+	c.x = quanttest.Activations(r, m, l.Cols)
+	c.want = make([]float32, m*l.Rows)
+	require.NoError(t, ref.MatMul(c.want, c.x, m, c.packed, c.scales, l))
+	return c
+}
