@@ -17,9 +17,10 @@ import (
 
 // Exit codes.
 const (
-	exitOK      = 0
-	exitFailure = 1 // a runtime failure
-	exitUsage   = 2 // bad usage or bad input
+	exitOK          = 0
+	exitFailure     = 1   // a runtime failure or the environment (disk, permissions)
+	exitUsage       = 2   // bad usage or bad input
+	exitInterrupted = 130 // stopped by SIGINT or SIGTERM, as a shell reports 128+SIGINT
 )
 
 // usageError marks errors of command-line usage.
@@ -60,11 +61,22 @@ kept for sensitive tensors, chosen per tensor by a policy.`,
 func run(args []string, stdout, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// After the first signal the default disposition comes back, so a
+		// second Ctrl-C kills at once if cleaning up ever hangs; the next
+		// run removes what that leaves (see internal/safeout).
+		<-ctx.Done()
+		stop()
+	}()
 	root := newRoot(stdout, stderr)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return exitOK
+	}
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		fmt.Fprintln(stderr, "mixq: interrupted")
+		return exitInterrupted
 	}
 	fmt.Fprintf(stderr, "mixq: %v\n", err)
 	var ue usageError
