@@ -1,0 +1,441 @@
+package safeout
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/mixq/mixq/quant"
+)
+
+// MarkerName is the file that marks a directory as mixq's own output. Its
+// content is fixed (MarkerSize bytes), so that size estimates stay exact.
+const MarkerName = ".mixq-output"
+
+const markerText = "This directory was written by mixq; `--force` lets mixq replace it.\n"
+
+// MarkerSize is the size in bytes of the marker file in every output
+// directory.
+const MarkerSize = int64(len(markerText))
+
+// Notice receives one-line notices about cleanup (a removed leftover, a
+// restored output). The command line points it at stderr.
+var Notice = func(msg string) { fmt.Fprintln(os.Stderr, "mixq: "+msg) }
+
+// Kind is the kind of output a command writes, which decides what --force
+// may replace.
+type Kind struct {
+	// Name is used in messages ("a safetensors file").
+	Name string
+	// Dir is set for directory outputs (replaced only with the marker).
+	Dir bool
+	// Exts are the file name extensions an existing file must have to be
+	// replaced (empty: any).
+	Exts []string
+	// Sniff, when set, checks the first bytes of an existing file.
+	Sniff func(head []byte, size int64) bool
+}
+
+var (
+	// Directory is a checkpoint or report directory that mixq writes.
+	Directory = Kind{Name: "mixq output directory", Dir: true}
+	// Safetensors is a single .safetensors file.
+	Safetensors = Kind{Name: "safetensors file", Exts: []string{".safetensors"}, Sniff: sniffSafetensors}
+	// JSON is a single JSON file (an object or array).
+	JSON = Kind{Name: "JSON file", Exts: []string{".json"}, Sniff: sniffJSON}
+	// Float32 is a raw little-endian float32 file (eval's logits).
+	Float32 = Kind{Name: "raw float32 file", Exts: []string{".f32", ".bin"}, Sniff: func(_ []byte, size int64) bool { return size%4 == 0 }}
+	// GGUF is a single GGUF file.
+	GGUF = Kind{Name: "GGUF file", Exts: []string{".gguf"}, Sniff: func(h []byte, _ int64) bool { return bytes.HasPrefix(h, []byte("GGUF")) }}
+)
+
+func sniffSafetensors(h []byte, size int64) bool {
+	if len(h) < 9 {
+		return false
+	}
+	n := binary.LittleEndian.Uint64(h)
+	return n > 0 && n <= uint64(size-8) && h[8] == '{'
+}
+
+func sniffJSON(h []byte, _ int64) bool {
+	h = bytes.TrimLeft(h, " \t\r\n")
+	return len(h) > 0 && (h[0] == '{' || h[0] == '[')
+}
+
+// Check is the rule for an output path out of the given kind: it may not
+// overlap any input (empty inputs are skipped), and an existing out is
+// replaced only with force and only when mixq wrote it. Refusals are
+// quant.ErrInput errors that say why.
+func Check(out string, kind Kind, force bool, inputs ...string) error {
+	if out == "" {
+		return quant.InputError(errors.New("empty output path"))
+	}
+	if err := CheckDisjoint(out, inputs...); err != nil {
+		return err
+	}
+	return CheckReplace(out, kind, force)
+}
+
+// CheckDisjoint refuses an output that is, contains, or lies inside one of
+// the inputs.
+func CheckDisjoint(out string, inputs ...string) error {
+	ro, err := RealPath(out)
+	if err != nil {
+		return err
+	}
+	ofi, oerr := os.Stat(out)
+	for _, in := range inputs {
+		if in == "" {
+			continue
+		}
+		ri, err := RealPath(in)
+		if err != nil {
+			return err
+		}
+		ifi, ierr := os.Stat(in)
+		isDir := ierr == nil && ifi.IsDir()
+		switch {
+		case ro == ri || (oerr == nil && ierr == nil && os.SameFile(ofi, ifi)):
+			return quant.InputError(fmt.Errorf("output %s is the input %s; choose another output path", out, in))
+		case within(ri, ro):
+			return quant.InputError(fmt.Errorf("output %s contains the input %s; choose another output path", out, in))
+		case isDir && within(ro, ri):
+			return quant.InputError(fmt.Errorf("output %s lies inside the input directory %s; choose a path outside it", out, in))
+		}
+	}
+	return nil
+}
+
+// within reports whether path p lies strictly inside directory dir (both
+// absolute and clean).
+func within(p, dir string) bool {
+	if dir == string(filepath.Separator) {
+		return p != dir
+	}
+	return strings.HasPrefix(p, dir+string(filepath.Separator))
+}
+
+// CheckReplace refuses an existing out unless force is set and out is an
+// output of this kind that mixq wrote.
+func CheckReplace(out string, kind Kind, force bool) error {
+	fi, err := os.Lstat(out)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !force {
+		return quant.InputError(fmt.Errorf("%s already exists (use --force to replace it)", out))
+	}
+	refuse := func(why string) error {
+		return quant.InputError(fmt.Errorf("%s exists and %s; --force replaces only a %s that mixq wrote, so remove it yourself or choose another output", out, why, kind.Name))
+	}
+	switch {
+	case fi.Mode()&fs.ModeSymlink != 0:
+		return refuse("is a symbolic link")
+	case kind.Dir && !fi.IsDir():
+		return refuse("is not a directory")
+	case kind.Dir:
+		m, err := os.Lstat(filepath.Join(out, MarkerName))
+		if err != nil || !m.Mode().IsRegular() {
+			return refuse("has no " + MarkerName + " marker, so mixq did not write it")
+		}
+		return nil
+	case !fi.Mode().IsRegular():
+		return refuse("is not a regular file")
+	}
+	if len(kind.Exts) > 0 && !hasExt(out, kind.Exts) {
+		return refuse(fmt.Sprintf("does not end in %s", strings.Join(kind.Exts, " or ")))
+	}
+	if kind.Sniff != nil {
+		f, err := os.Open(out)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		head := make([]byte, 64)
+		n, _ := io.ReadFull(f, head)
+		if !kind.Sniff(head[:n], fi.Size()) {
+			return refuse("does not look like a " + kind.Name)
+		}
+	}
+	return nil
+}
+
+func hasExt(p string, exts []string) bool {
+	e := strings.ToLower(filepath.Ext(p))
+	for _, x := range exts {
+		if e == x {
+			return true
+		}
+	}
+	return false
+}
+
+// RealPath makes p absolute with every existing symlink resolved, including
+// those of its parents when p itself does not exist yet.
+func RealPath(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	rest := ""
+	for dir := abs; ; dir = filepath.Dir(dir) {
+		if r, err := filepath.EvalSymlinks(dir); err == nil {
+			return filepath.Join(r, rest), nil
+		}
+		if filepath.Dir(dir) == dir {
+			return abs, nil
+		}
+		rest = filepath.Join(filepath.Base(dir), rest)
+	}
+}
+
+// Temporary names: ".NAME.mixq-tmp-PID-RANDOM" and ".NAME.mixq-old-PID-RANDOM".
+var leftover = regexp.MustCompile(`^\.(.+)\.mixq-(tmp|old)-([0-9]+)-[0-9]+$`)
+
+func tempPattern(final, what string) string {
+	return "." + filepath.Base(final) + ".mixq-" + what + "-" + strconv.Itoa(os.Getpid()) + "-*"
+}
+
+// Sweep removes the leftovers of mixq runs whose process is gone from dir,
+// and puts back an output that was moved aside for a replacement that never
+// arrived. Each action is reported through Notice. Errors are reported, not
+// returned: a leftover that cannot be removed must not stop a new run.
+func Sweep(dir string) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		m := leftover.FindStringSubmatch(e.Name())
+		if m == nil {
+			continue
+		}
+		pid, err := strconv.Atoi(m[3])
+		if err != nil || alive(pid) {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if e.IsDir() && !removableDir(p) {
+			Notice(fmt.Sprintf("left %s in place: it looks like a mixq temporary but has no %s marker", p, MarkerName))
+			continue
+		}
+		if m[2] == "old" {
+			final := filepath.Join(dir, m[1])
+			if _, err := os.Lstat(final); errors.Is(err, fs.ErrNotExist) {
+				if err := os.Rename(p, final); err != nil {
+					Notice(fmt.Sprintf("could not restore %s from %s: %v", final, p, err))
+				} else {
+					Notice(fmt.Sprintf("restored %s, which an interrupted run (pid %d) had moved aside to %s", final, pid, p))
+				}
+				continue
+			}
+		}
+		if err := os.RemoveAll(p); err != nil {
+			Notice(fmt.Sprintf("could not remove %s, left by an interrupted run (pid %d): %v", p, pid, err))
+			continue
+		}
+		Notice(fmt.Sprintf("removed %s, left by an interrupted run (pid %d)", p, pid))
+	}
+}
+
+// removableDir holds for a directory mixq created: marked, or still empty
+// (the marker is the first thing written).
+func removableDir(p string) bool {
+	if fi, err := os.Lstat(filepath.Join(p, MarkerName)); err == nil && fi.Mode().IsRegular() {
+		return true
+	}
+	ents, err := os.ReadDir(p)
+	return err == nil && len(ents) == 0
+}
+
+// CreateTemp creates the temporary file for final, in final's directory
+// (created if needed), after sweeping that directory. The file is private
+// until CommitFile.
+func CreateTemp(final string) (*os.File, error) {
+	dir := filepath.Dir(final)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	Sweep(dir)
+	return os.CreateTemp(dir, tempPattern(final, "tmp"))
+}
+
+// CommitFile makes the temporary file f readable, durable and puts it at
+// final. rename(2) replaces a file atomically, so final always holds the
+// old file or the new one. f is closed in every case; on error the
+// temporary is removed.
+func CommitFile(f *os.File, final string) error {
+	err := f.Chmod(0o644)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), final)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	syncDir(filepath.Dir(final))
+	return nil
+}
+
+// AbortFile closes and removes a temporary file from CreateTemp.
+func AbortFile(f *os.File) {
+	f.Close()
+	os.Remove(f.Name())
+}
+
+// WriteFile writes data to final atomically through a temporary file.
+func WriteFile(final string, data []byte) error {
+	f, err := CreateTemp(final)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		AbortFile(f)
+		return err
+	}
+	return CommitFile(f, final)
+}
+
+// WriteJSON writes v as indented JSON to final atomically.
+func WriteJSON(final string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return WriteFile(final, append(b, '\n'))
+}
+
+// exchange swaps two paths atomically; a variable so that tests can take
+// the fallback path of file systems without RENAME_EXCHANGE.
+var exchange = exchangeSys
+
+// Dir is an output directory being written under its temporary name.
+type Dir struct {
+	final, tmp string
+	done       bool
+}
+
+// NewDir starts writing the directory final: it sweeps final's parent,
+// creates the temporary directory beside final and puts the marker in it.
+// Write into Path, then Commit or Abort.
+func NewDir(final string) (*Dir, error) {
+	final = filepath.Clean(final)
+	parent := filepath.Dir(final)
+	if err := os.MkdirAll(parent, 0o755); err != nil {
+		return nil, err
+	}
+	Sweep(parent)
+	tmp, err := os.MkdirTemp(parent, tempPattern(final, "tmp"))
+	if err != nil {
+		return nil, err
+	}
+	d := &Dir{final: final, tmp: tmp}
+	// MkdirTemp makes the directory private; an output is an ordinary
+	// directory like any checkpoint.
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		d.Abort()
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(tmp, MarkerName), []byte(markerText), 0o644); err != nil {
+		d.Abort()
+		return nil, err
+	}
+	return d, nil
+}
+
+// Path is the temporary directory to write into.
+func (d *Dir) Path() string { return d.tmp }
+
+// Final is the directory's final path.
+func (d *Dir) Final() string { return d.final }
+
+// Commit makes the temporary directory durable and puts it at the final
+// path, replacing what is there (the caller has checked with CheckReplace
+// that it may) so that the path always holds a complete directory.
+func (d *Dir) Commit() error {
+	if d.done {
+		return errors.New("safeout: directory already committed or aborted")
+	}
+	if err := syncDir(d.tmp); err != nil {
+		d.Abort()
+		return err
+	}
+	if _, err := os.Lstat(d.final); errors.Is(err, fs.ErrNotExist) {
+		if err := os.Rename(d.tmp, d.final); err != nil {
+			d.Abort()
+			return err
+		}
+		d.done = true
+		return syncDir(filepath.Dir(d.final))
+	}
+	// Re-check right before replacing: the target may have changed since
+	// the command started.
+	if err := CheckReplace(d.final, Directory, true); err != nil {
+		d.Abort()
+		return err
+	}
+	if err := exchange(d.tmp, d.final); err == nil {
+		// d.tmp now holds the old output; a kill before it is removed
+		// leaves it to the next Sweep.
+		d.done = true
+		syncDir(filepath.Dir(d.final))
+		return os.RemoveAll(d.tmp)
+	}
+	old, err := os.MkdirTemp(filepath.Dir(d.final), tempPattern(d.final, "old"))
+	if err != nil {
+		d.Abort()
+		return err
+	}
+	os.Remove(old) // only the unique name is wanted
+	if err := os.Rename(d.final, old); err != nil {
+		d.Abort()
+		return err
+	}
+	if err := os.Rename(d.tmp, d.final); err != nil {
+		os.Rename(old, d.final) // put the previous output back
+		d.Abort()
+		return err
+	}
+	d.done = true
+	syncDir(filepath.Dir(d.final))
+	return os.RemoveAll(old)
+}
+
+// Abort removes the temporary directory. It is a no-op after Commit.
+func (d *Dir) Abort() {
+	if d.done {
+		return
+	}
+	d.done = true
+	os.RemoveAll(d.tmp)
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	// Some file systems refuse to sync a directory; the data itself was
+	// synced, so that is not worth failing over.
+	_ = f.Sync()
+	return nil
+}
