@@ -41,7 +41,7 @@ type Config struct {
 	NormEps, RopeTheta float64
 	// Tied is tie_word_embeddings: the output head is the token embedding.
 	Tied bool
-	// MaxPositions is max_position_embeddings (informative; not enforced).
+	// MaxPositions is max_position_embeddings (0 when absent).
 	MaxPositions int
 	// SlidingWindow, when positive, limits attention to the last
 	// SlidingWindow positions, the current one included.
@@ -259,35 +259,65 @@ func isNull(b json.RawMessage) bool {
 	return len(b) == 0 || string(b) == "null"
 }
 
-// Validate checks that the sizes are positive and consistent.
+// Bounds on config.json values. They are far above any published model
+// (the largest have hidden_size 16384, intermediate_size 53248, vocab_size
+// 256000, head_dim 256, 126 layers, 128 heads and 256 experts) and low
+// enough that the product of any two sizes fits in an int64, so the
+// shapes computed from them cannot wrap around. The sizes are checked
+// against the tensors before anything is allocated (see Load).
+const (
+	// MaxSize bounds hidden_size, intermediate_size, vocab_size and head_dim.
+	MaxSize = 1 << 24
+	// MaxCount bounds num_hidden_layers, the head counts and num_local_experts.
+	MaxCount = 1 << 16
+	// MaxPositionsBound bounds max_position_embeddings, sliding_window and the
+	// llama3 original_max_position_embeddings.
+	MaxPositionsBound = 1 << 31
+)
+
+// Validate checks every field against sane bounds (see MaxSize) and for
+// consistency; the errors name the config.json field. It allocates nothing
+// that depends on the values, so a hostile config is refused at once.
 func (c *Config) Validate() error {
 	var errs []error
-	positive := func(field string, v int) {
-		if v <= 0 {
+	bounded := func(field string, v, limit int) {
+		switch {
+		case v <= 0:
 			errs = append(errs, fmt.Errorf("%s must be positive, got %d", field, v))
+		case v > limit:
+			errs = append(errs, fmt.Errorf("%s must be at most %d, got %d", field, limit, v))
 		}
 	}
-	positive("hidden_size", c.Hidden)
-	positive("intermediate_size", c.Intermediate)
-	positive("num_hidden_layers", c.Layers)
-	positive("num_attention_heads", c.Heads)
-	positive("num_key_value_heads", c.KVHeads)
-	positive("head_dim", c.HeadDim)
-	positive("vocab_size", c.Vocab)
+	bounded("hidden_size", c.Hidden, MaxSize)
+	bounded("intermediate_size", c.Intermediate, MaxSize)
+	bounded("num_hidden_layers", c.Layers, MaxCount)
+	bounded("num_attention_heads", c.Heads, MaxCount)
+	bounded("num_key_value_heads", c.KVHeads, MaxCount)
+	bounded("head_dim", c.HeadDim, MaxSize)
+	bounded("vocab_size", c.Vocab, MaxSize)
 	if c.KVHeads > 0 && c.Heads%c.KVHeads != 0 {
 		errs = append(errs, fmt.Errorf("num_key_value_heads (%d) must divide num_attention_heads (%d)", c.KVHeads, c.Heads))
 	}
 	if c.HeadDim%2 != 0 {
 		errs = append(errs, fmt.Errorf("head_dim %d must be even for RoPE", c.HeadDim))
 	}
-	if !(c.NormEps > 0) {
-		errs = append(errs, fmt.Errorf("rms_norm_eps must be positive, got %g", c.NormEps))
+	if c.Vocab > 0 && (c.BOS < 0 || c.BOS >= c.Vocab) {
+		errs = append(errs, fmt.Errorf("bos_token_id %d is outside the vocabulary [0, %d)", c.BOS, c.Vocab))
 	}
-	if !(c.RopeTheta > 0) || math.IsInf(c.RopeTheta, 0) {
-		errs = append(errs, fmt.Errorf("rope_theta must be positive and finite, got %g", c.RopeTheta))
+	// An eps of 1 or more would swamp mean(x²) of any real activation.
+	if !(c.NormEps > 0 && c.NormEps < 1) {
+		errs = append(errs, fmt.Errorf("rms_norm_eps must be in (0, 1), got %g", c.NormEps))
 	}
-	if c.SlidingWindow < 0 {
-		errs = append(errs, fmt.Errorf("sliding_window must not be negative, got %d", c.SlidingWindow))
+	// theta ≤ 1 gives frequencies of 1 rad/position and more, growing
+	// towards +Inf (NaN angles) for tiny values.
+	if !(c.RopeTheta > 1) || math.IsInf(c.RopeTheta, 0) {
+		errs = append(errs, fmt.Errorf("rope_theta must be finite and greater than 1, got %g", c.RopeTheta))
+	}
+	if c.MaxPositions < 0 || c.MaxPositions > MaxPositionsBound {
+		errs = append(errs, fmt.Errorf("max_position_embeddings must be in [0, %d], got %d", MaxPositionsBound, c.MaxPositions))
+	}
+	if c.SlidingWindow < 0 || c.SlidingWindow > MaxPositionsBound {
+		errs = append(errs, fmt.Errorf("sliding_window must be in [0, %d], got %d", MaxPositionsBound, c.SlidingWindow))
 	}
 	switch c.Arch {
 	case ArchLlama, ArchMistral:
@@ -295,19 +325,23 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("a %s model has no experts, got %d", c.Arch, c.Experts))
 		}
 	case ArchMixtral:
-		if c.Experts <= 0 || c.ExpertsPerToken <= 0 || c.ExpertsPerToken > c.Experts {
+		if c.Experts > MaxCount {
+			errs = append(errs, fmt.Errorf("num_local_experts must be at most %d, got %d", MaxCount, c.Experts))
+		} else if c.Experts <= 0 || c.ExpertsPerToken <= 0 || c.ExpertsPerToken > c.Experts {
 			errs = append(errs, fmt.Errorf("need 1 ≤ num_experts_per_tok ≤ num_local_experts, got %d of %d", c.ExpertsPerToken, c.Experts))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("unknown architecture %q", c.Arch))
 	}
 	if rs := c.RopeScaling; rs != nil {
-		if !(rs.Factor > 0) || math.IsInf(rs.Factor, 0) {
-			errs = append(errs, fmt.Errorf("rope_scaling factor must be positive and finite, got %g", rs.Factor))
+		// Hugging Face's rope_config_validation asks for factor ≥ 1 too.
+		if !(rs.Factor >= 1) || math.IsInf(rs.Factor, 0) {
+			errs = append(errs, fmt.Errorf("rope_scaling factor must be positive, finite and at least 1, got %g", rs.Factor))
 		}
-		if rs.Type == RopeLlama3 && (!(rs.HighFreqFactor > rs.LowFreqFactor) || !(rs.LowFreqFactor > 0) || rs.OriginalMaxPositions <= 0) {
-			errs = append(errs, fmt.Errorf("rope_scaling llama3 needs 0 < low_freq_factor < high_freq_factor and a positive original_max_position_embeddings, got %g, %g, %d",
-				rs.LowFreqFactor, rs.HighFreqFactor, rs.OriginalMaxPositions))
+		if rs.Type == RopeLlama3 && (!(rs.HighFreqFactor > rs.LowFreqFactor) || !(rs.LowFreqFactor > 0) || math.IsInf(rs.HighFreqFactor, 0) ||
+			rs.OriginalMaxPositions <= 0 || rs.OriginalMaxPositions > MaxPositionsBound) {
+			errs = append(errs, fmt.Errorf("rope_scaling llama3 needs 0 < low_freq_factor < high_freq_factor (finite) and original_max_position_embeddings in [1, %d], got %g, %g, %d",
+				MaxPositionsBound, rs.LowFreqFactor, rs.HighFreqFactor, rs.OriginalMaxPositions))
 		}
 		if !slices.Contains([]string{RopeLinear, RopeLlama3}, rs.Type) {
 			errs = append(errs, fmt.Errorf("rope_scaling type %q is not supported", rs.Type))
@@ -327,7 +361,12 @@ func (c *Config) Validate() error {
 //	        (1-s)·inv/factor + s·inv with s = (original/wavelen - low)/(high - low).
 //
 // Position p rotates pair i by the binary32 angle float32(p)·inv[i].
+// A head_dim outside (0, MaxSize], which Validate refuses, gives nil rather
+// than an allocation of that size.
 func (c *Config) InvFreq() []float32 {
+	if c.HeadDim <= 0 || c.HeadDim > MaxSize {
+		return nil
+	}
 	half := c.HeadDim / 2
 	out := make([]float32, half)
 	for i := range half {

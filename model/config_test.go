@@ -228,3 +228,101 @@ func TestSlidingWindow(t *testing.T) {
 	d, _ := maxAbsDiff(l[(n-1)*512:], got[(n-1)*512:])
 	require.Greater(t, d, 1e-2)
 }
+
+// Hostile or mistaken config.json values are refused by ParseConfig itself,
+// naming the field, before anything is sized from them. head_dim 2^62
+// used to panic in InvFreq's makeslice; 2^40 and num_hidden_layers 2^40
+// ran out of memory; 2^31 took minutes and 4 GB before being refused.
+func TestParseConfigRefusesHostileValues(t *testing.T) {
+	base := map[string]any{
+		"model_type": "llama", "hidden_size": 128, "intermediate_size": 256,
+		"num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 100,
+	}
+	for _, tc := range []struct {
+		extra map[string]any
+		msg   string
+	}{
+		{map[string]any{"head_dim": int64(1) << 62}, "head_dim must be at most"},
+		{map[string]any{"head_dim": int64(1) << 40}, "head_dim must be at most"},
+		{map[string]any{"head_dim": int64(1) << 31}, "head_dim must be at most"},
+		{map[string]any{"head_dim": -2}, "head_dim must be positive"},
+		{map[string]any{"num_hidden_layers": int64(1) << 40}, "num_hidden_layers must be at most"},
+		{map[string]any{"num_hidden_layers": -1}, "num_hidden_layers must be positive"},
+		{map[string]any{"hidden_size": int64(1) << 40}, "hidden_size must be at most"},
+		{map[string]any{"intermediate_size": int64(1) << 50}, "intermediate_size must be at most"},
+		{map[string]any{"vocab_size": int64(1) << 33}, "vocab_size must be at most"},
+		{map[string]any{"num_attention_heads": int64(1) << 20}, "num_attention_heads must be at most"},
+		{map[string]any{"num_key_value_heads": int64(1) << 20}, "num_key_value_heads must be at most"},
+		{map[string]any{"num_key_value_heads": 0}, "num_key_value_heads must be positive"},
+		{map[string]any{"max_position_embeddings": -5}, "max_position_embeddings"},
+		{map[string]any{"max_position_embeddings": int64(1) << 40}, "max_position_embeddings"},
+		{map[string]any{"sliding_window": int64(1) << 40}, "sliding_window"},
+		{map[string]any{"rms_norm_eps": 0}, "rms_norm_eps"},
+		{map[string]any{"rms_norm_eps": 1e300}, "rms_norm_eps"},
+		{map[string]any{"rope_theta": 1e-300}, "rope_theta"},
+		{map[string]any{"rope_theta": -1}, "rope_theta"},
+		{map[string]any{"bos_token_id": 100}, "bos_token_id"},
+		{map[string]any{"bos_token_id": -1}, "bos_token_id"},
+		{map[string]any{"head_dim": 1e30}, "head_dim"},
+		{map[string]any{"rope_scaling": map[string]any{"type": "linear", "factor": 1e-300}}, "factor"},
+		{map[string]any{"rope_scaling": map[string]any{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+			"high_freq_factor": 4.0, "original_max_position_embeddings": int64(1) << 40}}, "original_max_position_embeddings"},
+		{map[string]any{"rope_scaling": map[string]any{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0,
+			"high_freq_factor": 1.0, "original_max_position_embeddings": 8192}}, "low_freq_factor < high_freq_factor"},
+		{map[string]any{"model_type": "mixtral", "num_local_experts": int64(1) << 40}, "num_local_experts must be at most"},
+		{map[string]any{"model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 0}, "num_experts_per_tok"},
+	} {
+		obj := map[string]any{}
+		for k, v := range base {
+			obj[k] = v
+		}
+		for k, v := range tc.extra {
+			obj[k] = v
+		}
+		raw, err := json.Marshal(obj)
+		require.NoError(t, err)
+		_, err = ParseConfig(raw)
+		require.ErrorContains(t, err, tc.msg, "%v", tc.extra)
+		require.ErrorIs(t, err, quant.ErrInput, "%v", tc.extra)
+	}
+}
+
+// InvFreq on a Config that Validate refuses allocates nothing.
+func TestInvFreqRefusesHugeHeadDim(t *testing.T) {
+	require.Nil(t, (&Config{HeadDim: 1 << 62, RopeTheta: 10000}).InvFreq())
+	require.Nil(t, (&Config{HeadDim: -4, RopeTheta: 10000}).InvFreq())
+}
+
+// Sizes within the bounds but inconsistent with the tensors are refused by
+// Load before the RoPE table or the layers are allocated, naming the
+// config.json fields and the tensor that contradicts them.
+func TestLoadChecksConfigAgainstTensorsFirst(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		edit   func(map[string]any)
+		tensor string
+		msg    string
+	}{
+		{"head_dim", func(c map[string]any) { c["head_dim"] = 1 << 20 },
+			"model.layers.0.self_attn.q_proj.weight", "num_attention_heads 8 × head_dim 1048576"},
+		{"layers", func(c map[string]any) { c["num_hidden_layers"] = 60000 },
+			"model.layers.59999.input_layernorm.weight", "num_hidden_layers 60000; the checkpoint has 5 layers"},
+		{"vocab", func(c map[string]any) { c["vocab_size"] = 1 << 24 },
+			"model.embed_tokens.weight", "vocab_size 16777216"},
+		{"hidden", func(c map[string]any) { c["hidden_size"] = 1 << 24; c["head_dim"] = 8 },
+			"model.embed_tokens.weight", "hidden_size 16777216"},
+		{"experts", func(c map[string]any) {
+			c["architectures"] = []string{"MixtralForCausalLM"}
+			c["num_local_experts"] = 60000
+		}, "model.layers.0.block_sparse_moe.gate.weight", "num_local_experts 60000"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load(copyStories(t, tc.edit), nil)
+			var te *quant.TensorError
+			require.True(t, errors.As(err, &te), "%v", err)
+			require.Equal(t, tc.tensor, te.Tensor)
+			require.ErrorContains(t, err, tc.msg)
+			require.ErrorIs(t, err, quant.ErrInput)
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/mixq/mixq/checkpoint"
@@ -99,6 +100,9 @@ func load(ck *checkpoint.Checkpoint, be quant.Backend) (*Model, error) {
 		}
 		src = &floatSource{ck: ck}
 	}
+	if err := checkShapes(cfg, src); err != nil {
+		return nil, fmt.Errorf("%s: %w", ck.Dir, err)
+	}
 	m := &Model{Config: cfg, be: be, closer: ck, inv: cfg.InvFreq()}
 	l := &loader{src: src, used: map[string]bool{}}
 	if err := m.loadWeights(l); err != nil {
@@ -112,6 +116,75 @@ func load(ck *checkpoint.Checkpoint, be quant.Backend) (*Model, error) {
 			Err: fmt.Errorf("not part of a %s model with this config.json (unsupported variant?)", cfg.Arch)})
 	}
 	return m, nil
+}
+
+// checkShapes compares the sizes config.json gives with the tensors, before
+// anything is allocated from them (the RoPE table, the layers, the
+// weights): a hostile or mistaken num_hidden_layers, head_dim,
+// intermediate_size or num_local_experts is refused at once, naming the
+// fields and the tensor, instead of after allocating what it implies.
+// Validate has bounded every size, so the products cannot overflow.
+// loadWeights still checks every tensor.
+func checkShapes(c *Config, src source) error {
+	h := int64(c.Hidden)
+	type want struct {
+		fields string // the config.json fields that imply the shape
+		tensor string
+		shape  []int64
+	}
+	p := "model.layers.0."
+	ws := []want{
+		{fmt.Sprintf("vocab_size %d, hidden_size %d", c.Vocab, c.Hidden), "model.embed_tokens.weight", []int64{int64(c.Vocab), h}},
+		{fmt.Sprintf("num_attention_heads %d × head_dim %d, hidden_size %d", c.Heads, c.HeadDim, c.Hidden),
+			p + "self_attn.q_proj.weight", []int64{int64(c.Heads) * int64(c.HeadDim), h}},
+		{fmt.Sprintf("num_key_value_heads %d × head_dim %d, hidden_size %d", c.KVHeads, c.HeadDim, c.Hidden),
+			p + "self_attn.k_proj.weight", []int64{int64(c.KVHeads) * int64(c.HeadDim), h}},
+	}
+	if c.Experts == 0 {
+		ws = append(ws, want{fmt.Sprintf("intermediate_size %d, hidden_size %d", c.Intermediate, c.Hidden),
+			p + "mlp.gate_proj.weight", []int64{int64(c.Intermediate), h}})
+	} else {
+		ws = append(ws,
+			want{fmt.Sprintf("num_local_experts %d, hidden_size %d", c.Experts, c.Hidden),
+				p + "block_sparse_moe.gate.weight", []int64{int64(c.Experts), h}},
+			want{fmt.Sprintf("num_local_experts %d, intermediate_size %d, hidden_size %d", c.Experts, c.Intermediate, c.Hidden),
+				fmt.Sprintf("%sblock_sparse_moe.experts.%d.w1.weight", p, c.Experts-1), []int64{int64(c.Intermediate), h}})
+	}
+	layersHave := ""
+	if n := countLayers(src.names()); n != c.Layers {
+		layersHave = fmt.Sprintf("; the checkpoint has %d layers", n)
+	}
+	ws = append(ws, want{fmt.Sprintf("num_hidden_layers %d%s", c.Layers, layersHave),
+		fmt.Sprintf("model.layers.%d.input_layernorm.weight", c.Layers-1), []int64{h}})
+	for _, w := range ws {
+		got, ok := src.shape(w.tensor)
+		if !ok {
+			return quant.InputError(&quant.TensorError{Tensor: w.tensor,
+				Err: fmt.Errorf("missing from the checkpoint (config.json: %s)", w.fields)})
+		}
+		if !slices.Equal(got, w.shape) {
+			return quant.InputError(&quant.TensorError{Tensor: w.tensor,
+				Err: fmt.Errorf("shape %v, config.json implies %v (%s)", got, w.shape, w.fields)})
+		}
+	}
+	return nil
+}
+
+// countLayers is one more than the highest N of the model.layers.N.*
+// tensors (0 when there are none).
+func countLayers(names []string) int {
+	n := 0
+	for _, name := range names {
+		rest, ok := strings.CutPrefix(name, "model.layers.")
+		if !ok {
+			continue
+		}
+		idx, _, ok := strings.Cut(rest, ".")
+		if i, err := strconv.Atoi(idx); ok && err == nil && i >= 0 && i < MaxCount {
+			n = max(n, i+1)
+		}
+	}
+	return n
 }
 
 func (m *Model) loadWeights(l *loader) error {
