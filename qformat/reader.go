@@ -150,6 +150,9 @@ func (m *Model) bind(ck *checkpoint.Checkpoint, e *Entry, isQ bool) error {
 			return fmt.Errorf("record has negative dimension in %v", r.Shape)
 		}
 	}
+	if _, ok := elements(r.Shape); !ok {
+		return fmt.Errorf("record shape %v has more elements than an int64 holds", r.Shape)
+	}
 	switch r.Precision {
 	case Keep, "f32", "f16":
 		if isQ {
@@ -177,7 +180,8 @@ func (m *Model) bind(ck *checkpoint.Checkpoint, e *Entry, isQ bool) error {
 		return errors.New("quantized record has no shape")
 	}
 	cols := r.Shape[len(r.Shape)-1]
-	rows := Input{Shape: r.Shape}.NumElements() / max(cols, 1)
+	n, _ := elements(r.Shape) // checked above
+	rows := n / max(cols, 1)
 	l := quant.Layout{Rows: int(rows), Cols: int(cols), GroupSize: r.GroupSize, Precision: p}
 	if err := l.Validate(); err != nil {
 		return err
@@ -207,7 +211,13 @@ func (m *Model) Lookup(name string) (*Entry, bool) {
 }
 
 // Codes returns the packed codes (a view of the mapped file, valid until
-// Close) and a copy of the scales of a quantized entry.
+// Close) and a copy of the scales of a quantized entry, after checking them
+// as the format promises (see checkScales and checkCodes): a NaN, infinite,
+// negative or misplaced zero scale, or a code outside the written range,
+// is an error marked with quant.ErrInput naming the tensor, row and
+// column. Every reader of the codes (Float32, model.Load, Dequantize) goes
+// through Codes, so nothing is computed from unchecked codes. The check
+// reads the codes once, which those readers do anyway.
 func (m *Model) Codes(e *Entry) (packed []byte, scales []uint16, err error) {
 	if e.scales == nil {
 		return nil, nil, fmt.Errorf("tensor %q is stored as %s, not quantized", e.Name, e.Record.Precision)
@@ -217,7 +227,14 @@ func (m *Model) Codes(e *Entry) (packed []byte, scales []uint16, err error) {
 	for i := range scales {
 		scales[i] = binary.LittleEndian.Uint16(raw[2*i:])
 	}
-	return e.data.Raw(), scales, nil
+	packed = e.data.Raw()
+	if err := checkCodes(e.Layout, packed); err != nil {
+		return nil, nil, quant.InputError(&quant.TensorError{File: e.data.File.Path(), Tensor: e.Name, Err: err})
+	}
+	if err := checkScales(e.Layout, packed, scales); err != nil {
+		return nil, nil, quant.InputError(&quant.TensorError{File: e.scales.File.Path(), Tensor: e.Name, Err: err})
+	}
+	return packed, scales, nil
 }
 
 // Float32 writes the original tensor, dequantized where needed, into dst
