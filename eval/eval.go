@@ -1,6 +1,7 @@
 package eval
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -8,7 +9,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/mixq/mixq/internal/stop"
 	"github.com/mixq/mixq/model"
+	"github.com/mixq/mixq/quant"
 )
 
 // Stats of one model on the evaluation sequences.
@@ -41,25 +44,76 @@ type Options struct {
 	// Logits, when set, receives the original model's logits of each sequence
 	// ([len][vocab], position-major) as they are computed.
 	Logits func(seq int, logits []float32)
+	// Progress, when set, is called after each forward pass with the
+	// number of tokens it ran; the passes of both models add up to
+	// Tokens(seqs) (twice that with a quantized model).
+	Progress func(deltaTokens int)
 }
 
-// Evaluate runs ref (and q, when not nil) over every sequence.
-func Evaluate(ref, q *model.Model, seqs [][]int, opt Options) (*Result, error) {
+// Tokens is the number of tokens of all sequences.
+func Tokens(seqs [][]int) int {
+	n := 0
+	for _, s := range seqs {
+		n += len(s)
+	}
+	return n
+}
+
+// CheckSequences refuses, as input errors (quant.ErrInput) naming the
+// sequence, position and value, sequences the model cannot be run on: no
+// sequences, a sequence shorter than minLen, longer than the model's
+// max_position_embeddings (positions past it were never trained, so their
+// numbers mean nothing, and attention grows with the square of the
+// length), or a token outside the vocabulary.
+func CheckSequences(m *model.Model, seqs [][]int, minLen int) error {
 	if len(seqs) == 0 {
-		return nil, errors.New("no sequences to evaluate")
+		return quant.InputError(errors.New("no token sequences"))
 	}
-	vocab := ref.Config.Vocab
-	if q != nil && q.Config.Vocab != vocab {
-		return nil, fmt.Errorf("vocabularies differ: %d vs %d", vocab, q.Config.Vocab)
-	}
+	c := m.Config
 	for i, s := range seqs {
-		if len(s) < 2 {
-			return nil, fmt.Errorf("sequence %d has %d tokens; need at least 2", i, len(s))
+		if len(s) < minLen {
+			return quant.InputError(fmt.Errorf("sequence %d has %d tokens; need at least %d", i, len(s), minLen))
+		}
+		if c.MaxPositions > 0 && len(s) > c.MaxPositions {
+			return quant.InputError(fmt.Errorf("sequence %d has %d tokens, more than the model's max_position_embeddings %d; cut it into shorter sequences", i, len(s), c.MaxPositions))
 		}
 		for j, tok := range s {
-			if tok < 0 || tok >= vocab {
-				return nil, fmt.Errorf("sequence %d position %d: token %d outside the vocabulary of %d", i, j, tok, vocab)
+			if tok < 0 || tok >= c.Vocab {
+				return quant.InputError(fmt.Errorf("sequence %d position %d: token %d is outside the vocabulary [0, %d)", i, j, tok, c.Vocab))
 			}
+		}
+	}
+	return nil
+}
+
+// Evaluate is EvaluateContext without cancellation.
+func Evaluate(ref, q *model.Model, seqs [][]int, opt Options) (*Result, error) {
+	return EvaluateContext(context.Background(), ref, q, seqs, opt)
+}
+
+// EvaluateContext runs ref (and q, when not nil) over every sequence. When
+// ctx is done it stops within a forward pass's check (see
+// model.Session.ForwardContext) or between sequences while scoring, and
+// returns an error wrapping the context's (errors.Is(err,
+// context.Canceled)); Options.Logits then has seen only complete sequences.
+// Sequences that CheckSequences refuses (at least 2 tokens each) are input
+// errors.
+func EvaluateContext(ctx context.Context, ref, q *model.Model, seqs [][]int, opt Options) (*Result, error) {
+	vocab := ref.Config.Vocab
+	if q != nil && q.Config.Vocab != vocab {
+		return nil, quant.InputError(fmt.Errorf("vocabularies differ: %d vs %d", vocab, q.Config.Vocab))
+	}
+	if err := CheckSequences(ref, seqs, 2); err != nil {
+		return nil, err
+	}
+	if q != nil {
+		if err := CheckSequences(q, seqs, 2); err != nil {
+			return nil, fmt.Errorf("quantized model: %w", err)
+		}
+	}
+	progress := func(n int) {
+		if opt.Progress != nil {
+			opt.Progress(n)
 		}
 	}
 	res := &Result{Sequences: len(seqs)}
@@ -76,22 +130,29 @@ func Evaluate(ref, q *model.Model, seqs [][]int, opt Options) (*Result, error) {
 		hi := min(len(seqs), lo+batch)
 		// Group by length: one Forward call needs equal lengths.
 		for _, grp := range GroupByLength(seqs[lo:hi]) {
-			lr, dr, err := run(ref, grp)
+			T := len(grp[0].Tokens)
+			lr, dr, err := run(ctx, ref, grp)
 			if err != nil {
 				return nil, fmt.Errorf("original model: %w", err)
 			}
 			tRef += dr
+			progress(len(grp) * T)
 			var lq []float32
 			if q != nil {
 				var dq time.Duration
-				if lq, dq, err = run(q, grp); err != nil {
+				if lq, dq, err = run(ctx, q, grp); err != nil {
 					return nil, fmt.Errorf("quantized model: %w", err)
 				}
 				tQ += dq
+				progress(len(grp) * T)
 			}
-			T := len(grp[0].Tokens)
 			nTok += len(grp) * T
 			for b, sq := range grp {
+				// Scoring costs a few exponentials per logit: check between
+				// sequences, before any of their logits are handed out.
+				if err := stop.Err(ctx); err != nil {
+					return nil, err
+				}
 				if opt.Logits != nil {
 					opt.Logits(lo+sq.Index, lr[b*T*vocab:(b+1)*T*vocab])
 				}
@@ -158,14 +219,14 @@ func GroupByLength(seqs [][]int) [][]Indexed {
 }
 
 // run computes the logits of a group of equal-length sequences.
-func run(m *model.Model, grp []Indexed) ([]float32, time.Duration, error) {
+func run(ctx context.Context, m *model.Model, grp []Indexed) ([]float32, time.Duration, error) {
 	toks := make([][]int, len(grp))
 	for i, g := range grp {
 		toks[i] = g.Tokens
 	}
 	s := m.NewSession(len(grp), len(grp[0].Tokens))
 	t0 := time.Now()
-	l, err := s.Forward(toks, nil)
+	l, err := s.ForwardContext(ctx, toks, nil)
 	return l, time.Since(t0), err
 }
 
@@ -209,13 +270,29 @@ func argmax(v []float32) int {
 	return best
 }
 
-// Sample draws n sequences of length seqLen from m at temperature 1,
-// starting from bos. The same seed gives the same sequences.
+// Sample is SampleContext without cancellation or progress.
 func Sample(m *model.Model, n, seqLen, bos int, seed uint64) ([][]int, error) {
+	return SampleContext(context.Background(), m, n, seqLen, bos, seed, nil)
+}
+
+// SampleContext draws n sequences of length seqLen from m at temperature
+// 1, starting from bos. The same seed gives the same sequences. It stops
+// when ctx is done (an error wrapping the context's), and calls progress,
+// when not nil, with the n tokens each of the seqLen−1 decoding steps
+// runs. A length past
+// the model's max_position_embeddings, or a bos outside the vocabulary, is
+// an input error.
+func SampleContext(ctx context.Context, m *model.Model, n, seqLen, bos int, seed uint64, progress func(deltaTokens int)) ([][]int, error) {
 	if n < 1 || seqLen < 2 {
-		return nil, fmt.Errorf("sampling needs n ≥ 1 and length ≥ 2 (got %d, %d)", n, seqLen)
+		return nil, quant.InputError(fmt.Errorf("sampling needs n ≥ 1 and length ≥ 2 (got %d, %d)", n, seqLen))
+	}
+	if mp := m.Config.MaxPositions; mp > 0 && seqLen > mp {
+		return nil, quant.InputError(fmt.Errorf("sampling: length %d is more than the model's max_position_embeddings %d", seqLen, mp))
 	}
 	vocab := m.Config.Vocab
+	if bos < 0 || bos >= vocab {
+		return nil, quant.InputError(fmt.Errorf("sampling: start token %d is outside the vocabulary [0, %d)", bos, vocab))
+	}
 	r := rand.New(rand.NewPCG(seed, 0x73616d706c65))
 	seqs := make([][]int, n)
 	for i := range seqs {
@@ -227,9 +304,12 @@ func Sample(m *model.Model, n, seqLen, bos int, seed uint64) ([][]int, error) {
 		next[i] = []int{bos}
 	}
 	for len(seqs[0]) < seqLen {
-		logits, err := s.Forward(next, nil)
+		logits, err := s.ForwardContext(ctx, next, nil)
 		if err != nil {
 			return nil, err
+		}
+		if progress != nil {
+			progress(n)
 		}
 		for b := range seqs {
 			lp := logSoftmax(logits[b*vocab : (b+1)*vocab])
