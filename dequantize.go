@@ -19,7 +19,7 @@ func Dequantize(ctx context.Context, m *qformat.Model, out string, dtype safeten
 	default:
 		return quant.InputError(fmt.Errorf("cannot dequantize to %s: want F32, F16 or BF16", dtype))
 	}
-	if err := checkOutput(m.Checkpoint.Path, out); err != nil {
+	if err := checkOutput(m.Checkpoint, out); err != nil {
 		return err
 	}
 	cfg, err := qformat.ConfigWithoutQuantization(m.Checkpoint.Config)
@@ -38,9 +38,9 @@ func Dequantize(ctx context.Context, m *qformat.Model, out string, dtype safeten
 	if err != nil {
 		return err
 	}
-	w, err := shards.CreateLayout(out, l, opt.Force)
+	w, err := createLayout(out, l, opt.Force)
 	if err != nil {
-		return quant.InputError(err)
+		return err
 	}
 	ok := false
 	defer func() {

@@ -3,16 +3,15 @@ package mixq
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/mixq/mixq/checkpoint"
 	"github.com/mixq/mixq/cpu"
+	"github.com/mixq/mixq/internal/safeout"
 	"github.com/mixq/mixq/policy"
 	"github.com/mixq/mixq/qformat"
 	"github.com/mixq/mixq/quant"
@@ -111,13 +110,13 @@ const blockElems = 1 << 22
 
 // Quantize writes the quantized checkpoint described by plan into out.
 func Quantize(ctx context.Context, ck *checkpoint.Checkpoint, plan *qformat.Plan, out string, opt Options) (*Result, error) {
-	if err := checkOutput(ck.Path, out); err != nil {
+	if err := checkOutput(ck, out); err != nil {
 		return nil, err
 	}
 	be := opt.backend()
-	w, err := shards.CreateLayout(out, plan.Layout, opt.Force)
+	w, err := createLayout(out, plan.Layout, opt.Force)
 	if err != nil {
-		return nil, quant.InputError(err)
+		return nil, err
 	}
 	ok := false
 	defer func() {
@@ -155,45 +154,41 @@ func Quantize(ctx context.Context, ck *checkpoint.Checkpoint, plan *qformat.Plan
 	return &Result{Output: out, Backend: be.Name(), Estimate: plan.Estimate(0), WrittenBytes: written}, nil
 }
 
-// checkOutput refuses an output that is, or contains, the input, comparing
-// real paths (symlinks resolved), since with Force the output's old contents
-// are deleted.
-func checkOutput(in, out string) error {
-	ri, err := realPath(in)
-	if err != nil {
-		return err
-	}
-	if fi, err := os.Stat(ri); err == nil && !fi.IsDir() {
-		ri = filepath.Dir(ri)
-	}
-	ro, err := realPath(out)
-	if err != nil {
-		return err
-	}
-	sep := string(filepath.Separator)
-	if ri == ro || strings.HasPrefix(ri+sep, ro+sep) {
-		return quant.InputError(fmt.Errorf("output %s would overwrite the input %s", out, in))
-	}
-	return nil
+// checkOutput refuses an output that is, contains, or lies inside any file
+// of the input checkpoint (see safeout.CheckDisjoint). Shard files count by
+// their real paths, so a checkpoint of symlinks (a Hugging Face cache
+// snapshot) protects the blobs they point to.
+func checkOutput(ck *checkpoint.Checkpoint, out string) error {
+	return safeout.CheckDisjoint(out, CheckpointInputs(ck)...)
 }
 
-// realPath makes p absolute with every existing symlink resolved, including
-// those of its parents when p itself does not exist yet.
-func realPath(p string) (string, error) {
-	abs, err := filepath.Abs(p)
-	if err != nil {
-		return "", err
-	}
-	rest := ""
-	for dir := abs; ; dir = filepath.Dir(dir) {
-		if r, err := filepath.EvalSymlinks(dir); err == nil {
-			return filepath.Join(r, rest), nil
+// CheckpointInputs lists the paths an opened checkpoint reads: its
+// directory (or, for a single-file input, that file and the config.json
+// beside it) and every shard file.
+func CheckpointInputs(ck *checkpoint.Checkpoint) []string {
+	ins := InputPaths(ck.Path)
+	seen := map[string]bool{}
+	for _, t := range ck.Tensors {
+		if p := t.File.Path(); !seen[p] {
+			seen[p] = true
+			ins = append(ins, p)
 		}
-		if filepath.Dir(dir) == dir {
-			return abs, nil
-		}
-		rest = filepath.Join(filepath.Base(dir), rest)
 	}
+	return ins
+}
+
+// InputPaths lists what a model path given on the command line stands for,
+// before it is opened: a directory, or a file and the config.json (and
+// other files mixq reads) beside it. An index file stands for its directory.
+func InputPaths(path string) []string {
+	fi, err := os.Stat(path)
+	if err != nil || fi.IsDir() {
+		return []string{path}
+	}
+	if filepath.Base(path) == checkpoint.IndexName {
+		return []string{path, filepath.Dir(path)}
+	}
+	return []string{path, filepath.Join(filepath.Dir(path), checkpoint.ConfigName)}
 }
 
 // DirBytes sums the sizes of the regular files in dir (not recursive).
@@ -397,14 +392,15 @@ func grow8(s *[]byte, n int) []byte {
 }
 
 // WriteJSON writes v as indented JSON to path atomically.
-func WriteJSON(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
+func WriteJSON(path string, v any) error { return safeout.WriteJSON(path, v) }
+
+// createLayout starts an output directory. Refusals (an existing output
+// without force, or one mixq did not write) are the user's input; anything
+// else, such as a read-only directory, is the environment's.
+func createLayout(out string, l *shards.Layout, force bool) (*shards.Writer, error) {
+	w, err := shards.CreateLayout(out, l, force)
+	if errors.Is(err, shards.ErrExists) {
+		err = quant.InputError(err)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return w, err
 }

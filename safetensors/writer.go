@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+
+	"github.com/mixq/mixq/internal/safeout"
 )
 
 // Writer streams a safetensors file: the header is written first from the
@@ -28,14 +30,16 @@ type Writer struct {
 }
 
 // Create validates specs and metadata (see EncodeHeader), creates the
-// temporary file path + ".tmp-<random>" in the destination directory (the
-// same file system, so the final rename is atomic) and writes the header.
+// temporary file (safeout.CreateTemp: ".NAME.mixq-tmp-PID-RANDOM") in the
+// destination directory (the same file system, so the final rename is
+// atomic) and writes the header. Replacing an existing path is the caller's
+// decision (see safeout.CheckReplace).
 func Create(path string, specs []Spec, metadata map[string]string) (*Writer, error) {
 	prefix, err := EncodeHeader(specs, metadata)
 	if err != nil {
 		return nil, err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
+	tmp, err := safeout.CreateTemp(path)
 	if err != nil {
 		return nil, err
 	}

@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
 
+	"github.com/mixq/mixq/internal/safeout"
 	"github.com/mixq/mixq/safetensors"
 )
 
@@ -44,13 +46,27 @@ type Layout struct {
 	Shards []Shard
 	Index  []byte // nil for a single file
 	Config []byte
+	// Extra files are copied in as they are: the tokenizer and the other
+	// files of a checkpoint that are not weights.
+	Extra []Extra
 }
 
-// TotalBytes is the exact size of every file the directory will hold.
+// Extra is a file copied into the directory unchanged.
+type Extra struct {
+	Name string // file name in the directory
+	Src  string // where it is copied from
+	Size int64  // its size when planned; a file that changed since is an error
+}
+
+// TotalBytes is the exact size of every file the directory will hold,
+// mixq's marker file (safeout.MarkerName) included.
 func (l *Layout) TotalBytes() int64 {
-	n := int64(len(l.Index) + len(l.Config))
+	n := int64(len(l.Index)+len(l.Config)) + safeout.MarkerSize
 	for _, s := range l.Shards {
 		n += s.Size
+	}
+	for _, e := range l.Extra {
+		n += e.Size
 	}
 	return n
 }
@@ -136,14 +152,15 @@ func encodeIndex(total int64, weightMap map[string]string) ([]byte, error) {
 
 // Writer streams tensors into a planned directory.
 type Writer struct {
-	dir, tmp string
-	layout   *Layout
-	shard    int
-	cur      *safetensors.Writer
-	pos      int   // index of the tensor being written in the current shard
-	rem      int64 // bytes still owed for it
-	done     bool
-	replace  bool
+	dir    string
+	out    *safeout.Dir
+	tmp    string // out.Path()
+	layout *Layout
+	shard  int
+	cur    *safetensors.Writer
+	pos    int   // index of the tensor being written in the current shard
+	rem    int64 // bytes still owed for it
+	done   bool
 }
 
 // Create plans the directory and starts writing it under a temporary name.
@@ -159,32 +176,28 @@ func Create(dir string, specs []safetensors.Spec, opt Options) (*Writer, error) 
 // ErrExists is returned when the output exists and replacing was not asked for.
 var ErrExists = errors.New("output already exists (use --force to replace it)")
 
-// CreateLayout starts writing an already planned directory. An existing dir
-// is an error unless replace is set; then it is replaced only when the new
-// directory is complete, so a failed run leaves the old one intact.
+// CreateLayout starts writing an already planned directory through
+// safeout: an existing dir is an error unless replace is set, and even then
+// it must be a directory mixq wrote (it holds the marker). It is replaced
+// only when the new directory is complete, in one atomic step, so a failed
+// or killed run leaves the old one intact.
 func CreateLayout(dir string, l *Layout, replace bool) (*Writer, error) {
 	dir = filepath.Clean(dir)
 	if _, err := os.Lstat(dir); err == nil {
 		if !replace {
 			return nil, fmt.Errorf("%s: %w", dir, ErrExists)
 		}
+		if err := safeout.CheckReplace(dir, safeout.Directory, true); err != nil {
+			return nil, err
+		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return nil, err
-	}
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+".tmp-")
+	out, err := safeout.NewDir(dir)
 	if err != nil {
 		return nil, err
 	}
-	// MkdirTemp makes the directory private; the result is an ordinary
-	// directory like any checkpoint.
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		os.Remove(tmp)
-		return nil, err
-	}
-	w := &Writer{dir: dir, tmp: tmp, layout: l, shard: -1, replace: replace}
+	w := &Writer{dir: dir, out: out, tmp: out.Path(), layout: l, shard: -1}
 	if err := w.writeSmallFiles(); err != nil {
 		w.Abort()
 		return nil, err
@@ -206,6 +219,36 @@ func (w *Writer) writeSmallFiles() error {
 		if err := os.WriteFile(filepath.Join(w.tmp, IndexName), w.layout.Index, 0o644); err != nil {
 			return err
 		}
+	}
+	for _, e := range w.layout.Extra {
+		if err := copyExtra(filepath.Join(w.tmp, e.Name), e); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// copyExtra copies one extra file, checking that it still has its planned
+// size so that the estimate stays exact.
+func copyExtra(dst string, e Extra) error {
+	src, err := os.Open(e.Src)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	n, err := io.Copy(f, io.LimitReader(src, e.Size+1))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("copying %s: %w", e.Src, err)
+	}
+	if n != e.Size {
+		return fmt.Errorf("%s changed while mixq ran: %d bytes, %d when planned", e.Src, n, e.Size)
 	}
 	return nil
 }
@@ -292,43 +335,12 @@ func (w *Writer) Close() error {
 		w.Abort()
 		return fmt.Errorf("%s: %d shards were never written", w.dir, len(w.layout.Shards)-w.shard)
 	}
-	if err := syncDir(w.tmp); err != nil {
-		w.Abort()
+	if err := w.out.Commit(); err != nil {
+		w.done = true
 		return err
-	}
-	old := ""
-	if w.replace {
-		var err error
-		if old, err = w.moveOldAside(); err != nil {
-			w.Abort()
-			return err
-		}
-	}
-	if err := os.Rename(w.tmp, w.dir); err != nil {
-		if old != "" {
-			os.Rename(old, w.dir) // put the previous output back
-		}
-		w.Abort()
-		return err
-	}
-	if old != "" {
-		if err := os.RemoveAll(old); err != nil {
-			return err
-		}
 	}
 	w.done = true
-	return syncDir(filepath.Dir(w.dir))
-}
-
-// moveOldAside renames an existing output out of the way and returns its
-// new name ("" when there was none). It is deleted only once the new
-// directory is in place.
-func (w *Writer) moveOldAside() (string, error) {
-	if _, err := os.Lstat(w.dir); errors.Is(err, os.ErrNotExist) {
-		return "", nil
-	}
-	old := w.tmp + ".old"
-	return old, os.Rename(w.dir, old)
+	return nil
 }
 
 // Abort removes everything written so far.
@@ -340,16 +352,7 @@ func (w *Writer) Abort() {
 	if w.cur != nil {
 		w.cur.Abort()
 	}
-	os.RemoveAll(w.tmp)
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
+	w.out.Abort()
 }
 
 // Files lists the files of a layout in a stable order, for reporting.
@@ -364,6 +367,10 @@ func (l *Layout) Files() []string {
 	if l.Config != nil {
 		names = append(names, "config.json")
 	}
+	for _, e := range l.Extra {
+		names = append(names, e.Name)
+	}
+	names = append(names, safeout.MarkerName)
 	sort.Strings(names)
 	return names
 }

@@ -9,6 +9,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/mixq/mixq/internal/safeout"
+
 	"github.com/mixq/mixq/safetensors"
 )
 
@@ -83,8 +85,9 @@ func TestSingleFile(t *testing.T) {
 	require.NoError(t, w.Close())
 	ents, err := os.ReadDir(dir)
 	require.NoError(t, err)
-	require.Len(t, ents, 1)
-	assert.Equal(t, "model.safetensors", ents[0].Name())
+	require.Len(t, ents, 2)
+	assert.Equal(t, safeout.MarkerName, ents[0].Name(), "the marker that lets --force replace it later")
+	assert.Equal(t, "model.safetensors", ents[1].Name())
 }
 
 func TestAbortAndIncompleteLeaveNothing(t *testing.T) {
@@ -113,6 +116,12 @@ func TestReplace(t *testing.T) {
 
 	l, err := Plan(specs(), Options{})
 	require.NoError(t, err)
+	// Without mixq's marker the directory is not ours to replace.
+	_, err = CreateLayout(dir, l, true)
+	require.ErrorContains(t, err, "marker")
+	assert.FileExists(t, filepath.Join(dir, "old"))
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, safeout.MarkerName), nil, 0o644))
 	w, err := CreateLayout(dir, l, true)
 	require.NoError(t, err)
 	writeAll(t, w, specs())

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mixq/mixq/eval"
 	"github.com/mixq/mixq/importance"
+	"github.com/mixq/mixq/internal/safeout"
 	"github.com/mixq/mixq/model"
 	"github.com/mixq/mixq/safetensors"
 )
@@ -40,7 +41,7 @@ tokens.`,
 			if out == "" {
 				return usagef("calibrate needs -o FILE")
 			}
-			if err := refuseExisting(out, force); err != nil {
+			if err := checkOutput(out, safeout.Safetensors, force, modelInputs(args[0], tf.tokens)...); err != nil {
 				return err
 			}
 			if maxTokens < 1 {

@@ -6,6 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mixq/mixq"
+	"github.com/mixq/mixq/internal/safeout"
 )
 
 func newDequantizeCmd() *cobra.Command {
@@ -21,7 +22,7 @@ func newDequantizeCmd() *cobra.Command {
 			if out == "" {
 				return usagef("dequantize needs -o OUT")
 			}
-			if err := refuseExisting(out, force); err != nil {
+			if err := checkOutput(out, safeout.Directory, force, modelInputs(args[0])...); err != nil {
 				return err
 			}
 			dt, err := parseFloatDType("dtype", dtype)

@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/mixq/mixq/eval"
+	"github.com/mixq/mixq/internal/safeout"
 	"github.com/mixq/mixq/model"
 	"github.com/mixq/mixq/quant"
 )
@@ -82,6 +82,12 @@ func newEvalCmd() *cobra.Command {
 			if ref == "" {
 				return usagef("eval needs --model IN")
 			}
+			// Refuse a bad --logits-out before loading anything.
+			if logitsOut != "" {
+				if err := checkOutput(logitsOut, safeout.Float32, force, modelInputs(ref, qpath, tf.tokens)...); err != nil {
+					return err
+				}
+			}
 			be, err := openBackend(backend)
 			if err != nil {
 				return err
@@ -105,9 +111,6 @@ func newEvalCmd() *cobra.Command {
 			opt := eval.Options{}
 			var lw *logitWriter
 			if logitsOut != "" {
-				if err := refuseExisting(logitsOut, force); err != nil {
-					return err
-				}
 				if lw, err = newLogitWriter(logitsOut); err != nil {
 					return err
 				}
@@ -157,13 +160,8 @@ type logitWriter struct {
 }
 
 func newLogitWriter(path string) (*logitWriter, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), ".logits-*.tmp")
+	f, err := safeout.CreateTemp(path)
 	if err != nil {
-		return nil, err
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		os.Remove(f.Name())
 		return nil, err
 	}
 	return &logitWriter{path: path, f: f, w: bufio.NewWriterSize(f, 1<<20)}, nil
@@ -188,13 +186,9 @@ func (l *logitWriter) close() error {
 		l.err = l.w.Flush()
 	}
 	if l.err == nil {
-		l.err = l.f.Close()
-	}
-	if l.err == nil {
-		l.err = os.Rename(l.f.Name(), l.path)
-	}
-	if l.err != nil {
-		os.Remove(l.f.Name())
+		l.err = safeout.CommitFile(l.f, l.path)
+	} else {
+		safeout.AbortFile(l.f)
 	}
 	l.f = nil
 	return l.err
@@ -202,7 +196,6 @@ func (l *logitWriter) close() error {
 
 func (l *logitWriter) abort() {
 	if l.f != nil {
-		l.f.Close()
-		os.Remove(l.f.Name())
+		safeout.AbortFile(l.f)
 	}
 }

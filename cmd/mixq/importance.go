@@ -13,6 +13,7 @@ import (
 	"github.com/mixq/mixq/charts"
 	"github.com/mixq/mixq/checkpoint"
 	"github.com/mixq/mixq/importance"
+	"github.com/mixq/mixq/internal/safeout"
 	"github.com/mixq/mixq/model"
 	"github.com/mixq/mixq/quant"
 )
@@ -131,18 +132,15 @@ func renderReport(r *importance.Report) (*renderedReport, error) {
 }
 
 // stage writes the report files into a temporary directory beside dir; the
-// returned commit renames it into place (replacing an old report, which
-// refuseExisting has already allowed) and discard removes it.
+// returned commit puts it in place (replacing an old report, which
+// checkOutput has already allowed) and discard removes it.
 func (rr *renderedReport) stage(dir string) (files []string, commit func() error, discard func(), err error) {
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+".tmp-")
+	d, err := safeout.NewDir(dir)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	discard = func() { os.RemoveAll(tmp) }
-	if err := os.Chmod(tmp, 0o755); err != nil {
-		discard()
-		return nil, nil, nil, err
-	}
+	tmp := d.Path()
+	discard = d.Abort
 	write := func(name string, b []byte) error {
 		files = append(files, filepath.Join(dir, name))
 		return os.WriteFile(filepath.Join(tmp, name), b, 0o644)
@@ -157,50 +155,11 @@ func (rr *renderedReport) stage(dir string) (files []string, commit func() error
 			return nil, nil, nil, err
 		}
 	}
-	commit = func() error {
-		old := ""
-		if _, err := os.Lstat(dir); err == nil {
-			old = tmp + ".old"
-			if err := os.Rename(dir, old); err != nil {
-				return err
-			}
-		}
-		if err := os.Rename(tmp, dir); err != nil {
-			if old != "" {
-				os.Rename(old, dir)
-			}
-			return err
-		}
-		if old != "" {
-			return os.RemoveAll(old)
-		}
-		return nil
-	}
-	return files, commit, discard, nil
+	return files, d.Commit, discard, nil
 }
 
 // writeFileAtomic writes through a temporary file renamed into place.
-func writeFileAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
+func writeFileAtomic(path string, b []byte) error { return safeout.WriteFile(path, b) }
 
 func newAnalyzeCmd() *cobra.Command {
 	var (
@@ -222,10 +181,12 @@ func newAnalyzeCmd() *cobra.Command {
 			if png == out {
 				return usagef("-o %s: the report is JSON; its chart goes beside it as NAME.png", out)
 			}
-			for _, p := range []string{out, png} {
-				if err := refuseExisting(p, force); err != nil {
-					return err
-				}
+			inputs := append(modelInputs(args[0]), f.inputs()...)
+			if err := checkOutput(out, safeout.JSON, force, inputs...); err != nil {
+				return err
+			}
+			if err := checkOutput(png, safeout.PNG, force, inputs...); err != nil {
+				return err
 			}
 			be, err := openBackend(backend)
 			if err != nil {

@@ -371,9 +371,17 @@ func TestNoOutputIsOverwrittenWithoutForce(t *testing.T) {
 	code, _, stderr = runCLI(t, "quantize", in, "-o", q, "--policy", "dynamic")
 	assert.Equal(t, 2, code, stderr)
 	assert.NoDirExists(t, q)
+	// A directory mixq did not write is not replaced even with --force.
 	code, _, stderr = runCLI(t, "quantize", in, "-o", q, "--policy", "dynamic", "--force")
-	require.Equal(t, 0, code, stderr)
-	assert.FileExists(t, filepath.Join(q+".report", "report.json"))
+	assert.Equal(t, 2, code, stderr)
+	assert.Contains(t, stderr, "did not write it")
+	assert.NoDirExists(t, q)
+	require.NoError(t, os.Remove(q+".report"))
+	for range 2 { // the second run replaces the first run's output and report
+		code, _, stderr = runCLI(t, "quantize", in, "-o", q, "--policy", "dynamic", "--force")
+		require.Equal(t, 0, code, stderr)
+		assert.FileExists(t, filepath.Join(q+".report", "report.json"))
+	}
 
 	// --force on synth replaces the old checkpoint only once the new one is
 	// complete, through the same path as quantize.

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mixq/mixq"
+	"github.com/mixq/mixq/internal/safeout"
 	"github.com/mixq/mixq/qformat"
 )
 
@@ -33,7 +34,8 @@ temporary name and renamed when complete.`,
 				return usagef("quantize needs -o OUT")
 			}
 			// Refuse before any analysis runs, not after.
-			if err := refuseExisting(out, force); err != nil {
+			inputs := append(modelInputs(args[0]), pf.inputs()...)
+			if err := checkOutput(out, safeout.Directory, force, inputs...); err != nil {
 				return err
 			}
 			p, err := pf.plan(c, args[0])
@@ -55,7 +57,8 @@ temporary name and renamed when complete.`,
 				if reportDir == "" {
 					reportDir = filepath.Clean(out) + ".report"
 				}
-				if err := refuseExisting(reportDir, force); err != nil {
+				// The report goes beside the output, never into it.
+				if err := checkOutput(reportDir, safeout.Directory, force, append(inputs, out)...); err != nil {
 					return err
 				}
 				rep, err := renderReport(r)

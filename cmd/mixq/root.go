@@ -97,12 +97,3 @@ func isCobraUsage(err error) bool {
 	}
 	return false
 }
-
-// refuseExisting is the rule for every output: an existing path is only
-// replaced with --force.
-func refuseExisting(path string, force bool) error {
-	if _, err := os.Lstat(path); err == nil && !force {
-		return usagef("%s already exists (use --force to replace it)", path)
-	}
-	return nil
-}

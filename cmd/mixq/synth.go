@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mixq/mixq/internal/safeout"
 	"github.com/mixq/mixq/synth"
 )
 
@@ -46,7 +47,7 @@ func newSynthCmd() *cobra.Command {
 			if err != nil {
 				return usagef("--max-shard-size: %v", err)
 			}
-			if err := refuseExisting(out, force); err != nil {
+			if err := checkOutput(out, safeout.Directory, force); err != nil {
 				return err
 			}
 			total := p.Parameters() * int64(dt.Size())

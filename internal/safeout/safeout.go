@@ -54,6 +54,8 @@ var (
 	JSON = Kind{Name: "JSON file", Exts: []string{".json"}, Sniff: sniffJSON}
 	// Float32 is a raw little-endian float32 file (eval's logits).
 	Float32 = Kind{Name: "raw float32 file", Exts: []string{".f32", ".bin"}, Sniff: func(_ []byte, size int64) bool { return size%4 == 0 }}
+	// PNG is a chart.
+	PNG = Kind{Name: "PNG image", Exts: []string{".png"}, Sniff: func(h []byte, _ int64) bool { return bytes.HasPrefix(h, []byte("\x89PNG\r\n\x1a\n")) }}
 	// GGUF is a single GGUF file.
 	GGUF = Kind{Name: "GGUF file", Exts: []string{".gguf"}, Sniff: func(h []byte, _ int64) bool { return bytes.HasPrefix(h, []byte("GGUF")) }}
 )

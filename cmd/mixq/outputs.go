@@ -1,0 +1,36 @@
+package main
+
+import (
+	"github.com/mixq/mixq"
+	"github.com/mixq/mixq/internal/safeout"
+)
+
+// checkOutput is the rule for every output of every command (see
+// internal/safeout): it may not be, contain or lie inside any input, and an
+// existing one is replaced only with --force and only when mixq wrote it.
+// Commands call it before any long work, so a refusal costs nothing.
+func checkOutput(path string, kind safeout.Kind, force bool, inputs ...string) error {
+	return safeout.Check(path, kind, force, inputs...)
+}
+
+// modelInputs lists what model paths given on the command line stand for
+// (see mixq.InputPaths); empty paths are skipped.
+func modelInputs(paths ...string) []string {
+	var ins []string
+	for _, p := range paths {
+		if p != "" {
+			ins = append(ins, mixq.InputPaths(p)...)
+		}
+	}
+	return ins
+}
+
+// inputs are the files the importance flags read.
+func (f *importanceFlags) inputs() []string {
+	return append([]string{f.calibTokens, f.grads}, f.calib...)
+}
+
+// inputs are the files the policy flags read.
+func (f *planFlags) inputs() []string {
+	return append([]string{f.rulesFile}, f.imp.inputs()...)
+}
