@@ -4,11 +4,14 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/mixq/mixq/safetensors"
 )
 
 // hostileCopy writes stories260K's weights beside its config.json with key
@@ -86,4 +89,47 @@ func TestEvalRefusesHostileConfig(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(q, "config.json"), raw, 0o644))
 	code, _, stderr = runCLI(t, "eval", "--model", in, "--quantized", q, "--tokens", tokens)
 	requireCleanRefusal(t, code, stderr, "head_dim")
+}
+
+// Issue 9, defect 6: a NaN scale in a mixq output made eval report
+// perplexity NaN with exit 0. It must exit 2 naming the tensor, and
+// dequantize must refuse it without leaving an output.
+func TestEvalRefusesCorruptQuantizedScales(t *testing.T) {
+	in := stories(t)
+	dir := t.TempDir()
+	q := filepath.Join(dir, "q")
+	code, _, stderr := runCLI(t, "quantize", in, "-o", q)
+	require.Equal(t, 0, code, stderr)
+
+	path := filepath.Join(q, "model.safetensors")
+	f, err := safetensors.Open(path)
+	require.NoError(t, err)
+	var victim string
+	var off int64
+	for _, ti := range f.Header().Tensors {
+		if strings.HasSuffix(ti.Name, ".scales") {
+			victim, off = strings.TrimSuffix(ti.Name, ".scales"), f.Header().DataStart+ti.Begin
+			break
+		}
+	}
+	require.NoError(t, f.Close())
+	require.NotEmpty(t, victim, "the default policy quantizes some matrix")
+	fh, err := os.OpenFile(path, os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = fh.WriteAt([]byte{0x00, 0x7e}, off) // f16 NaN, little-endian
+	require.NoError(t, err)
+	require.NoError(t, fh.Close())
+
+	code, stdout, stderr := runCLI(t, "eval", "--model", in, "--quantized", q, "--tokens", filepath.Join(in, "reference.json"))
+	requireCleanRefusal(t, code, stderr, victim)
+	assert.Contains(t, stderr, "is NaN")
+	assert.NotContains(t, stdout, "perplexity")
+
+	deq := filepath.Join(dir, "deq")
+	code, _, stderr = runCLI(t, "dequantize", q, "-o", deq)
+	requireCleanRefusal(t, code, stderr, victim)
+	assert.NoDirExists(t, deq)
+	left, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, left, 1, "no temporary is left beside q: %v", left)
 }
