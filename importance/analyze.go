@@ -1,6 +1,7 @@
 package importance
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/mixq/mixq/checkpoint"
 	"github.com/mixq/mixq/cpu"
+	"github.com/mixq/mixq/internal/stop"
 	"github.com/mixq/mixq/policy"
 	"github.com/mixq/mixq/quant"
 	"github.com/mixq/mixq/safetensors"
@@ -58,6 +60,22 @@ type Options struct {
 	// Notice receives every notice as it is issued (they are also kept in
 	// Analysis.Notices).
 	Notice func(string)
+	// Progress, when set, is called after each block of a matrix with its
+	// name and the bytes of tensor data the block held; the calls add up
+	// to the data of every matrix (AnalyzedBytes).
+	Progress func(tensor string, deltaBytes int64)
+}
+
+// AnalyzedBytes is the tensor data Analyze reads from ck: the bytes of
+// every tensor of rank ≥ 2 with at least one element.
+func AnalyzedBytes(ck *checkpoint.Checkpoint) int64 {
+	var n int64
+	for _, t := range ck.Tensors {
+		if len(t.Shape) >= 2 && t.NumElements() > 0 {
+			n += t.NumElements() * int64(t.DType.Size())
+		}
+	}
+	return n
 }
 
 // SignalScore is one signal of one tensor: its raw value and its
@@ -207,6 +225,13 @@ func (a *Analysis) notice(format string, args ...any) {
 // each candidate precision. See the package documentation for the signals,
 // their normalization and the error metric.
 func Analyze(ck *checkpoint.Checkpoint, opt Options) (*Analysis, error) {
+	return AnalyzeContext(context.Background(), ck, opt)
+}
+
+// AnalyzeContext is Analyze that stops between blocks of rows (at most
+// 2^20 elements each) when ctx is done, with an error wrapping the
+// context's (errors.Is(err, context.Canceled)).
+func AnalyzeContext(ctx context.Context, ck *checkpoint.Checkpoint, opt Options) (*Analysis, error) {
 	weights := opt.Weights
 	if weights == nil {
 		weights = DefaultWeights()
@@ -267,7 +292,7 @@ func Analyze(ck *checkpoint.Checkpoint, opt Options) (*Analysis, error) {
 		}
 	}
 
-	m := &measurer{be: be, g: g}
+	m := &measurer{ctx: ctx, be: be, g: g, progress: opt.Progress}
 	usedLayers := map[string]bool{}
 	for _, ct := range ck.Tensors {
 		t := &TensorScore{Name: ct.Name, DType: ct.DType, Shape: slices.Clone(ct.Shape), Component: policy.Classify(ct.Name)}
@@ -466,13 +491,15 @@ func meanOf(v []float64) float64 {
 
 // measurer holds the scratch buffers of Analyze.
 type measurer struct {
-	be     quant.Backend
-	g      int
-	w, deq []float32
-	gr     []float32
-	packed []byte
-	scales []uint16
-	half   []byte
+	ctx      context.Context
+	be       quant.Backend
+	g        int
+	progress func(tensor string, deltaBytes int64)
+	w, deq   []float32
+	gr       []float32
+	packed   []byte
+	scales   []uint16
+	half     []byte
 }
 
 type measured struct {
@@ -507,6 +534,9 @@ func (m *measurer) measure(t *checkpoint.Tensor, moment []float64, gf *safetenso
 	}
 	per := max(1, blockElems/cols)
 	for r0 := 0; r0 < rows; r0 += per {
+		if err := stop.Err(m.ctx); err != nil {
+			return measured{}, err
+		}
 		r1 := min(rows, r0+per)
 		n := (r1 - r0) * cols
 		w := grow(&m.w, n)
@@ -561,6 +591,9 @@ func (m *measurer) measure(t *checkpoint.Tensor, moment []float64, gf *safetenso
 			if err := m.be.ChannelStats(gst, gr, r1-r0); err != nil {
 				return measured{}, tensorErr(err)
 			}
+		}
+		if m.progress != nil {
+			m.progress(t.Name, int64(n*esz))
 		}
 	}
 	if gt != nil {

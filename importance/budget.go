@@ -1,6 +1,7 @@
 package importance
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
@@ -8,6 +9,7 @@ import (
 	"sort"
 
 	"github.com/mixq/mixq/checkpoint"
+	"github.com/mixq/mixq/internal/stop"
 	"github.com/mixq/mixq/policy"
 	"github.com/mixq/mixq/qformat"
 	"github.com/mixq/mixq/quant"
@@ -173,6 +175,13 @@ type item struct {
 // (every unpinned matrix at its cheapest precision, pins honoured) is an
 // error marked quant.ErrInput.
 func NewBudget(a *Analysis, rules []policy.Rule, ck *checkpoint.Checkpoint, targetBytes, maxShard int64) (*Budget, error) {
+	return NewBudgetContext(context.Background(), a, rules, ck, targetBytes, maxShard)
+}
+
+// NewBudgetContext is NewBudget that stops when ctx is done, checking
+// before every exact plan it builds, with an error wrapping the context's
+// (errors.Is(err, context.Canceled)).
+func NewBudgetContext(ctx context.Context, a *Analysis, rules []policy.Rule, ck *checkpoint.Checkpoint, targetBytes, maxShard int64) (*Budget, error) {
 	if targetBytes <= 0 {
 		return nil, quant.InputError(fmt.Errorf("budget: target %d bytes must be positive", targetBytes))
 	}
@@ -192,6 +201,9 @@ func NewBudget(a *Analysis, rules []policy.Rule, ck *checkpoint.Checkpoint, targ
 	}
 	var items []*item
 	for _, t := range a.Matrices() {
+		if err := stop.Err(ctx); err != nil {
+			return nil, err
+		}
 		if _, ok := b.pins.match(t.Name); ok {
 			continue
 		}
@@ -218,7 +230,7 @@ func NewBudget(a *Analysis, rules []policy.Rule, ck *checkpoint.Checkpoint, targ
 		})
 		items = append(items, it)
 	}
-	s := &solver{b: b, items: items}
+	s := &solver{ctx: ctx, b: b, items: items}
 	for _, it := range items {
 		s.set(it, 0)
 	}
@@ -247,6 +259,7 @@ func NewBudget(a *Analysis, rules []policy.Rule, ck *checkpoint.Checkpoint, targ
 
 // solver holds the state of one NewBudget.
 type solver struct {
+	ctx   context.Context
 	b     *Budget
 	items []*item
 	total int64 // exact planned size of the current choice
@@ -265,7 +278,12 @@ func (s *solver) loss() float64 {
 	return l
 }
 
+// build plans the current choice exactly; it is the unit of the solver's
+// work, so it is where the context is checked.
 func (s *solver) build() (int64, error) {
+	if err := stop.Err(s.ctx); err != nil {
+		return 0, err
+	}
 	b := s.b
 	plan, err := qformat.Build(b.inputs, b.Decide, qformat.Options{
 		GroupSize: b.GroupSize, MaxShardSize: b.MaxShardSize, Config: b.config, PolicyName: b.Name(),

@@ -1,6 +1,7 @@
 package importance
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/mixq/mixq/checkpoint"
 	"github.com/mixq/mixq/cpu"
+	"github.com/mixq/mixq/internal/stop"
 	"github.com/mixq/mixq/model"
 	"github.com/mixq/mixq/quant"
 	"github.com/mixq/mixq/safetensors"
@@ -173,7 +175,7 @@ func (c *Calibration) End() (*CalibStats, error) {
 func ReadActivations(paths []string, be quant.Backend) (*CalibStats, error) {
 	c := Start(be)
 	for _, p := range paths {
-		if err := c.readActivations(p); err != nil {
+		if err := c.readActivations(context.Background(), p); err != nil {
 			return nil, err
 		}
 	}
@@ -184,6 +186,12 @@ func ReadActivations(paths []string, be quant.Backend) (*CalibStats, error) {
 // mixq.calibration metadata (StatsFormat, else an activation dump), and
 // merges them in the given order.
 func Read(paths []string, be quant.Backend) (*CalibStats, error) {
+	return ReadContext(context.Background(), paths, be)
+}
+
+// ReadContext is Read that stops between batches when ctx is done, with an
+// error wrapping the context's (errors.Is(err, context.Canceled)).
+func ReadContext(ctx context.Context, paths []string, be quant.Backend) (*CalibStats, error) {
 	c := Start(be)
 	for _, p := range paths {
 		f, err := safetensors.Open(p)
@@ -202,14 +210,14 @@ func Read(paths []string, be quant.Backend) (*CalibStats, error) {
 			}
 			continue
 		}
-		if err := c.readActivations(p); err != nil {
+		if err := c.readActivations(ctx, p); err != nil {
 			return nil, err
 		}
 	}
 	return c.End()
 }
 
-func (c *Calibration) readActivations(path string) error {
+func (c *Calibration) readActivations(ctx context.Context, path string) error {
 	f, err := safetensors.Open(path)
 	if err != nil {
 		return err
@@ -238,6 +246,9 @@ func (c *Calibration) readActivations(path string) error {
 		rows := max(1, BatchElements/in)
 		raw := f.Data(t)
 		for r0 := 0; r0 < tokens; r0 += rows {
+			if err := stop.Err(ctx); err != nil {
+				return err
+			}
 			r1 := min(tokens, r0+rows)
 			n := (r1 - r0) * in
 			if cap(buf) < n {
@@ -261,11 +272,19 @@ func (c *Calibration) readActivations(path string) error {
 	return nil
 }
 
-// FromModel runs the model over each sequence (one at a time, in order)
-// and reduces the input of every linear layer with be (m.Backend() when
-// nil). The layer name is the weight name without ".weight"; a tied head's
-// input arrives under the embedding's name, as the model's Observer reports it.
+// FromModel is FromModelContext without cancellation or progress.
 func FromModel(m *model.Model, seqs [][]int, be quant.Backend) (*CalibStats, error) {
+	return FromModelContext(context.Background(), m, seqs, be, nil)
+}
+
+// FromModelContext runs the model over each sequence (one at a time, in
+// order) and reduces the input of every linear layer with be (m.Backend()
+// when nil). The layer name is the weight name without ".weight"; a tied
+// head's input arrives under the embedding's name, as the model's Observer
+// reports it. progress, when not nil, receives the tokens of each sequence
+// once it has run. When ctx is done the forward pass stops (see
+// model.Session.ForwardContext) and the error wraps the context's.
+func FromModelContext(ctx context.Context, m *model.Model, seqs [][]int, be quant.Backend, progress func(deltaTokens int)) (*CalibStats, error) {
 	if be == nil {
 		be = m.Backend()
 	}
@@ -281,11 +300,14 @@ func FromModel(m *model.Model, seqs [][]int, be quant.Backend) (*CalibStats, err
 			continue
 		}
 		s := m.NewSession(1, len(seq))
-		if _, err := s.Forward([][]int{seq}, obs); err != nil {
+		if _, err := s.ForwardContext(ctx, [][]int{seq}, obs); err != nil {
 			return nil, fmt.Errorf("calibration sequence %d: %w", i, err)
 		}
 		if obsErr != nil {
 			return nil, obsErr
+		}
+		if progress != nil {
+			progress(len(seq))
 		}
 	}
 	return c.End()
