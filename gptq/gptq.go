@@ -296,7 +296,7 @@ func (r *rowRun) gptq(sc *rowScratch, x, out []float32, scales []uint16) error {
 			uc := u[c*k : (c+1)*k]
 			e := (w[c] - float64(d)) / uc[c]
 			sc.errs[c] = e
-			ws, us := w[c+1:b1], uc[c+1:b1][:b1-c-1]
+			ws, us := w[c+1:b1], uc[c+1 : b1][:b1-c-1]
 			for j, uv := range us {
 				ws[j] -= float64(e * uv)
 			}
