@@ -24,6 +24,10 @@ const SingleName = "model.safetensors"
 // ConfigName is the model configuration beside the weights.
 const ConfigName = "config.json"
 
+// mixqFormatKey is the shard metadata key of a mixq output (qformat.FormatKey;
+// qformat imports this package, so the key is repeated here).
+const mixqFormatKey = "mixq.format"
+
 // DefaultDTypes are the dtypes accepted when Options.AllowedDTypes is nil:
 // the ones Tensor.Float32 converts.
 var DefaultDTypes = []safetensors.DType{safetensors.F32, safetensors.F16, safetensors.BF16}
@@ -265,6 +269,12 @@ func (c *Checkpoint) openShards(shards []string, weightMap map[string]string, dt
 				}
 			}
 			if !slices.Contains(dtypes, info.DType) {
+				if format := f.Header().Metadata[mixqFormatKey]; format != "" {
+					// A mixq output given where an original checkpoint is
+					// wanted: say so rather than blame the dtype.
+					return quant.InputError(fmt.Errorf("%s is already quantized by mixq (%s; tensor %q is stored as %s): give the original checkpoint, or run mixq dequantize on this one first",
+						path, format, info.Name, info.DType))
+				}
 				return tensorErr("dtype %s is not supported (supported: %s)", info.DType, joinDTypes(dtypes))
 			}
 			t := &Tensor{Name: info.Name, DType: info.DType, Shape: info.Shape, File: f, Info: info}

@@ -29,6 +29,20 @@ func (e *Entry) Precision() quant.Precision {
 	return p
 }
 
+// StoredDType is the dtype of the stored data: I8 or U8 codes (with F16
+// scales) for INT8 and INT4, F16 or F32, or the original dtype when kept.
+func (e *Entry) StoredDType() safetensors.DType { return e.data.DType }
+
+// EffectiveGroup is the number of columns one scale covers: the group size,
+// or the row length when a row is shorter than one group; 0 for a tensor
+// that is not quantized.
+func (e *Entry) EffectiveGroup() int {
+	if e.scales == nil {
+		return 0
+	}
+	return min(e.Layout.GroupSize, e.Layout.Cols)
+}
+
 // NumElements is the element count of the original tensor.
 func (e *Entry) NumElements() int64 { return Input{Shape: e.Record.Shape}.NumElements() }
 

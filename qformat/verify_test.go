@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/mixq/mixq/checkpoint"
 	"github.com/mixq/mixq/cpu"
 	"github.com/mixq/mixq/qformat"
 	"github.com/mixq/mixq/quant"
@@ -205,4 +206,16 @@ func TestRecordShapeOverflow(t *testing.T) {
 	_, err = qformat.Open(path)
 	require.ErrorIs(t, err, quant.ErrInput)
 	assert.ErrorContains(t, err, "negative dimension")
+}
+
+// Issue 9, defect 9: a mixq output opened where an original checkpoint is
+// wanted (quantize, estimate, analyze) says it is already quantized by
+// mixq instead of blaming dtype I8. This also keeps checkpoint's copy of
+// FormatKey in step with this package's.
+func TestOriginalReaderSaysAlreadyQuantized(t *testing.T) {
+	path := validPair().write(t)
+	_, err := checkpoint.Open(path, checkpoint.Options{})
+	require.ErrorIs(t, err, quant.ErrInput)
+	assert.ErrorContains(t, err, "already quantized by mixq ("+qformat.Format)
+	assert.NotContains(t, err.Error(), "is not supported")
 }

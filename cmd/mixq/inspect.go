@@ -9,21 +9,28 @@ import (
 	"github.com/mixq/mixq/checkpoint"
 	"github.com/mixq/mixq/policy"
 	"github.com/mixq/mixq/qformat"
+	"github.com/mixq/mixq/quant"
 	"github.com/mixq/mixq/safetensors"
 )
 
 // inspectTensor is one row of mixq inspect.
 type inspectTensor struct {
-	Name       string            `json:"name"`
-	Component  policy.Component  `json:"component"`
-	Shape      []int64           `json:"shape"`
-	DType      safetensors.DType `json:"dtype"`
-	Precision  string            `json:"precision"`
-	GroupSize  int               `json:"group_size,omitempty"`
-	Parameters int64             `json:"parameters"`
-	Bytes      int64             `json:"bytes"`
-	BitsPerW   float64           `json:"bits_per_weight"`
-	File       string            `json:"file"`
+	Name      string            `json:"name"`
+	Component policy.Component  `json:"component"`
+	Shape     []int64           `json:"shape"`
+	DType     safetensors.DType `json:"dtype"`
+	// StoredDType is the dtype on disk: I8 or U8 codes (with F16 scales)
+	// for int8 and int4, else the dtype of the stored tensor.
+	StoredDType safetensors.DType `json:"stored_dtype"`
+	Precision   string            `json:"precision"`
+	GroupSize   int               `json:"group_size,omitempty"`
+	// EffectiveGroup is how many columns one scale covers: GroupSize, or
+	// the row length when a row is shorter than a group.
+	EffectiveGroup int     `json:"effective_group,omitempty"`
+	Parameters     int64   `json:"parameters"`
+	Bytes          int64   `json:"bytes"`
+	BitsPerW       float64 `json:"bits_per_weight"`
+	File           string  `json:"file"`
 }
 
 type inspectReport struct {
@@ -84,7 +91,8 @@ func inspect(path string) (*inspectReport, error) {
 		for _, e := range m.Entries {
 			add(inspectTensor{
 				Name: e.Name, Component: policy.Classify(e.Name), Shape: e.Record.Shape, DType: e.Record.DType,
-				Precision: e.Record.Precision, GroupSize: e.Record.GroupSize,
+				StoredDType: e.StoredDType(), Precision: e.Record.Precision,
+				GroupSize: e.Record.GroupSize, EffectiveGroup: e.EffectiveGroup(),
 				Parameters: e.NumElements(), Bytes: e.StoredBytes(), File: e.File(),
 			})
 		}
@@ -92,10 +100,11 @@ func inspect(path string) (*inspectReport, error) {
 	}
 	for _, t := range ck.Tensors {
 		if t.DType == safetensors.I8 || t.DType == safetensors.U8 {
-			return nil, fmt.Errorf("%s: tensor %q has dtype %s but the checkpoint has no mixq metadata", t.File.Path(), t.Name, t.DType)
+			return nil, quant.InputError(&quant.TensorError{File: t.File.Path(), Tensor: t.Name,
+				Err: fmt.Errorf("dtype %s in a checkpoint without mixq metadata (%q): neither an original nor a mixq checkpoint", t.DType, qformat.FormatKey)})
 		}
 		add(inspectTensor{
-			Name: t.Name, Component: policy.Classify(t.Name), Shape: t.Shape, DType: t.DType,
+			Name: t.Name, Component: policy.Classify(t.Name), Shape: t.Shape, DType: t.DType, StoredDType: t.DType,
 			Precision: string(t.DType), Parameters: t.NumElements(), Bytes: int64(len(t.Raw())), File: t.File.Path(),
 		})
 	}
@@ -110,13 +119,23 @@ func printInspect(w io.Writer, rep *inspectReport) {
 	fmt.Fprintf(w, "%s: %s, %d files, %d tensors, %d parameters, %s of tensor data\n\n",
 		rep.Path, kind, len(rep.Files), len(rep.Tensors), rep.Parameters, human(rep.Bytes))
 	tw := newTable(w)
-	fmt.Fprintln(tw, "TENSOR\tSHAPE\tDTYPE\tPRECISION\tGROUP\tBYTES\tBITS/W\tCOMPONENT")
+	// DTYPE is the original dtype, STORED what is on disk; GROUP is the
+	// effective group, with the requested size beside it when a row is
+	// shorter than a group.
+	fmt.Fprintln(tw, "TENSOR\tSHAPE\tDTYPE\tSTORED\tPRECISION\tGROUP\tBYTES\tBITS/W\tCOMPONENT")
 	for _, t := range rep.Tensors {
 		g := "-"
-		if t.GroupSize > 0 {
-			g = fmt.Sprint(t.GroupSize)
+		if t.EffectiveGroup > 0 {
+			g = fmt.Sprint(t.EffectiveGroup)
+			if t.EffectiveGroup != t.GroupSize {
+				g += fmt.Sprintf(" (of %d)", t.GroupSize)
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\t%d\t%.3f\t%s\n", t.Name, t.Shape, t.DType, t.Precision, g, t.Bytes, t.BitsPerW, t.Component)
+		stored := string(t.StoredDType)
+		if t.EffectiveGroup > 0 {
+			stored += "+F16"
+		}
+		fmt.Fprintf(tw, "%s\t%v\t%s\t%s\t%s\t%s\t%d\t%.3f\t%s\n", t.Name, t.Shape, t.DType, stored, t.Precision, g, t.Bytes, t.BitsPerW, t.Component)
 	}
 	tw.Flush()
 }
