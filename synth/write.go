@@ -1,6 +1,7 @@
 package synth
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -50,7 +51,12 @@ type Options struct {
 // goroutines and written in order, so memory stays bounded by a few chunks
 // per goroutine whatever the size of the model. The bytes depend only on
 // the options, not on GOMAXPROCS.
-func Write(dir string, opt Options) error {
+func Write(dir string, opt Options) error { return WriteContext(context.Background(), dir, opt) }
+
+// WriteContext is Write that stops when ctx is done (checked after every
+// chunk, so within milliseconds), removing what it wrote, and returns
+// ctx's error.
+func WriteContext(ctx context.Context, dir string, opt Options) error {
 	dtype, err := checkDType(opt.DType)
 	if err != nil {
 		return err
@@ -80,7 +86,7 @@ func Write(dir string, opt Options) error {
 	if err != nil {
 		return err
 	}
-	if err := stream(w, specs, opt.Seed, opt.Progress); err != nil {
+	if err := stream(ctx, w, specs, opt.Seed, opt.Progress); err != nil {
 		w.Abort()
 		return err
 	}
@@ -109,7 +115,7 @@ type tensorWriter interface {
 // stream generates every tensor of specs on GOMAXPROCS workers and writes
 // the chunks to w in order. At most 2·GOMAXPROCS chunks are in flight. On
 // the first error it stops every goroutine it started and returns it.
-func stream(w tensorWriter, specs []safetensors.Spec, seed uint64, progress func(int64)) error {
+func stream(ctx context.Context, w tensorWriter, specs []safetensors.Spec, seed uint64, progress func(int64)) error {
 	workers := runtime.GOMAXPROCS(0)
 	window := 2 * workers
 	free := make(chan []byte, window) // buffers, allocated on first use
@@ -168,6 +174,9 @@ func stream(w tensorWriter, specs []safetensors.Spec, seed uint64, progress func
 	var err error
 	for c := range order {
 		<-c.done
+		if err = ctx.Err(); err != nil {
+			break
+		}
 		if err = w.Write(c.spec.Name, c.buf); err != nil {
 			break
 		}

@@ -2,6 +2,7 @@ package synth
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -203,7 +204,7 @@ func TestStreamError(t *testing.T) {
 	for _, n := range []int{1, 2, 5, 40} {
 		w := &failingWriter{n: n}
 		var progress int64
-		err := stream(w, specs, 1, func(d int64) { progress += d })
+		err := stream(context.Background(), w, specs, 1, func(d int64) { progress += d })
 		assert.ErrorIs(t, err, errDiskFull)
 		assert.Equal(t, n, w.calls, "no write after the failure")
 		assert.Equal(t, w.bytes, progress, "progress counts only the written chunks")
@@ -235,7 +236,7 @@ func TestStreamChunks(t *testing.T) {
 		sizes = append(sizes, len(data))
 		return nil
 	})
-	require.NoError(t, stream(rec, specs, 0, nil))
+	require.NoError(t, stream(context.Background(), rec, specs, 0, nil))
 	assert.Equal(t, []string{"a", "a", "a", "b", "c", "c"}, got)
 	assert.Equal(t, []int{4 * chunkElems, 4 * chunkElems, 4 * chunkElems, 14, 2 * chunkElems, 2}, sizes)
 }

@@ -56,7 +56,7 @@ func newSynthCmd() *cobra.Command {
 			if bar != nil {
 				progress = func(n int64) { bar.Add64(n) }
 			}
-			err = synth.Write(out, synth.Options{Preset: p, Seed: seed, DType: dt, MaxShardSize: shard, Progress: progress, Replace: force})
+			err = synth.WriteContext(c.Context(), out, synth.Options{Preset: p, Seed: seed, DType: dt, MaxShardSize: shard, Progress: progress, Replace: force})
 			if bar != nil {
 				bar.Finish()
 			}

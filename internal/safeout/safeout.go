@@ -104,7 +104,10 @@ func CheckDisjoint(out string, inputs ...string) error {
 			return err
 		}
 		ifi, ierr := os.Stat(in)
-		isDir := ierr == nil && ifi.IsDir()
+		// An input that does not exist yet (another output of the same
+		// command, such as the checkpoint a report goes beside) may become
+		// a directory, so nothing may go inside it either.
+		isDir := ierr != nil || ifi.IsDir()
 		switch {
 		case ro == ri || (oerr == nil && ierr == nil && os.SameFile(ofi, ifi)):
 			return quant.InputError(fmt.Errorf("output %s is the input %s; choose another output path", out, in))

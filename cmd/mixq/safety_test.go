@@ -1,0 +1,305 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/mixq/mixq/internal/safeout"
+)
+
+// treeSums hashes every regular file under root, so that a test can prove a
+// command left its inputs exactly as they were.
+func treeSums(t *testing.T, root string) map[string][32]byte {
+	t.Helper()
+	sums := map[string][32]byte{}
+	require.NoError(t, filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		sums[rel] = sha256.Sum256(b)
+		return nil
+	}))
+	return sums
+}
+
+// copyTree copies the small test checkpoints, so that a failing test
+// cannot damage the shared data.
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	require.NoError(t, os.MkdirAll(dst, 0o755))
+	ents, err := os.ReadDir(src)
+	require.NoError(t, err)
+	for _, e := range ents {
+		if !e.Type().IsRegular() {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644))
+	}
+}
+
+// refused asserts a clean refusal: exit 2, the reason, and no Go panic
+// (a panic exits 2 too).
+func refused(t *testing.T, code int, stderr string, why string, args []string) {
+	t.Helper()
+	assert.Equal(t, 2, code, "%v: %s", args, stderr)
+	assert.Contains(t, stderr, why, "%v", args)
+	assert.NotContains(t, stderr, "panic", "%v", args)
+	assert.NotContains(t, stderr, "goroutine ", "%v", args)
+}
+
+// Issue 9, defect 1: each of these destroyed an input or an unrelated file
+// with exit 0. Now each is refused with exit 2 and every input keeps its
+// bytes.
+func TestForceNeverTouchesInputs(t *testing.T) {
+	root := t.TempDir()
+	in := filepath.Join(root, "in")
+	copyTree(t, stories(t), in)
+	toks := filepath.Join(in, "reference.json")
+	q := filepath.Join(root, "q")
+	code, _, stderr := runCLI(t, "quantize", in, "-o", q)
+	require.Equal(t, 0, code, stderr)
+	// A file input outside any checkpoint directory.
+	solo := filepath.Join(root, "solo", "model.safetensors")
+	copyTree(t, in, filepath.Dir(solo))
+	calibTokens := filepath.Join(root, "calib.json")
+	b, err := os.ReadFile(toks)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(calibTokens, b, 0o644))
+	before := treeSums(t, root)
+
+	for _, c := range []struct {
+		args []string
+		why  string
+	}{
+		{[]string{"quantize", in, "-o", filepath.Join(in, "model.safetensors")}, "lies inside the input"},
+		{[]string{"quantize", in, "-o", filepath.Join(in, "config.json")}, "lies inside the input"},
+		{[]string{"quantize", in, "-o", in}, "is the input"},
+		{[]string{"quantize", in, "-o", root}, "contains the input"},
+		{[]string{"quantize", solo, "-o", solo}, "is the input"},
+		{[]string{"quantize", solo, "-o", filepath.Join(filepath.Dir(solo), "config.json")}, "is the input"},
+		{[]string{"quantize", in, "-o", calibTokens, "--calib-tokens", calibTokens}, "is the input"},
+		{[]string{"quantize", in, "-o", filepath.Join(root, "q2"), "--policy", "dynamic", "--report", in}, "is the input"},
+		{[]string{"quantize", in, "-o", filepath.Join(root, "q2"), "--policy", "dynamic", "--report", filepath.Join(root, "q2", "r")}, "lies inside"},
+		{[]string{"dequantize", q, "-o", filepath.Join(q, "model.safetensors")}, "lies inside the input"},
+		{[]string{"dequantize", q, "-o", q}, "is the input"},
+		{[]string{"eval", "--model", in, "--tokens", toks, "--logits-out", filepath.Join(in, "model.safetensors")}, "lies inside the input"},
+		{[]string{"eval", "--model", in, "--tokens", toks, "--logits-out", toks}, "lies inside the input"},
+		{[]string{"eval", "--model", in, "--tokens", calibTokens, "--logits-out", calibTokens}, "is the input"},
+		{[]string{"eval", "--model", in, "--quantized", q, "--tokens", toks, "--logits-out", filepath.Join(q, "x.f32")}, "lies inside the input"},
+		{[]string{"calibrate", in, "--tokens", toks, "-o", filepath.Join(in, "model.safetensors")}, "lies inside the input"},
+		{[]string{"calibrate", solo, "--tokens", calibTokens, "-o", solo}, "is the input"},
+		{[]string{"analyze", in, "-o", filepath.Join(in, "reference.json")}, "lies inside the input"},
+		{[]string{"analyze", in, "--calib-tokens", calibTokens, "-o", calibTokens}, "is the input"},
+	} {
+		for _, force := range []bool{false, true} {
+			args := c.args
+			if force {
+				args = append(args[:len(args):len(args)], "--force")
+			}
+			code, _, stderr := runCLI(t, args...)
+			refused(t, code, stderr, c.why, args)
+		}
+	}
+	assert.Equal(t, before, treeSums(t, root), "no input changed")
+}
+
+// --force replaces only what mixq wrote: an unrelated directory (a home
+// directory, say) and a file of another kind survive it.
+func TestForceReplacesOnlyMixqOutputs(t *testing.T) {
+	in := stories(t)
+	root := t.TempDir()
+	home := filepath.Join(root, "home")
+	require.NoError(t, os.MkdirAll(filepath.Join(home, ".ssh"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(home, ".ssh", "id_ed25519"), []byte("key"), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(home, "notes.txt"), []byte("mine"), 0o644))
+	notes := filepath.Join(home, "notes.txt")
+	before := treeSums(t, root)
+	toks := filepath.Join(in, "reference.json")
+	for _, args := range [][]string{
+		{"quantize", in, "-o", home, "--force"},
+		{"dequantize", in, "-o", home, "--force"},
+		{"synth", "--preset", "tiny", "-o", home, "--force"},
+		{"quantize", in, "-o", notes, "--force"},
+		{"eval", "--model", in, "--tokens", toks, "--logits-out", notes, "--force"},
+		{"calibrate", in, "--tokens", toks, "-o", notes, "--force"},
+		{"analyze", in, "-o", notes, "--force"},
+	} {
+		code, _, stderr := runCLI(t, args...)
+		refused(t, code, stderr, "--force replaces only", args)
+	}
+	assert.Equal(t, before, treeSums(t, root))
+
+	// mixq's own outputs are replaced, and hold the new contents.
+	out := filepath.Join(root, "out")
+	code, _, stderr := runCLI(t, "synth", "--preset", "tiny", "-o", out)
+	require.Equal(t, 0, code, stderr)
+	assert.FileExists(t, filepath.Join(out, safeout.MarkerName))
+	code, _, stderr = runCLI(t, "synth", "--preset", "tiny-moe", "-o", out, "--force")
+	require.Equal(t, 0, code, stderr)
+	code, stdout, stderr := runCLI(t, "inspect", out)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stdout, "experts")
+	logits := filepath.Join(root, "l.f32")
+	for range 2 {
+		code, _, stderr = runCLI(t, "eval", "--model", in, "--tokens", toks, "--logits-out", logits, "--force")
+		require.Equal(t, 0, code, stderr)
+	}
+	ents, err := os.ReadDir(root)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	assert.ElementsMatch(t, []string{"home", "out", "l.f32"}, names, "no temporaries stay behind")
+}
+
+// A read-only output directory is the environment's fault: exit 1.
+func TestReadOnlyOutputIsAnEnvironmentError(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.Chmod(dir, 0o555))
+	t.Cleanup(func() { os.Chmod(dir, 0o755) })
+	if os.Geteuid() == 0 {
+		// Permissions do not stop root; /proc refuses new entries to
+		// everyone.
+		dir = "/proc/self"
+	}
+	code, _, stderr := runCLI(t, "synth", "--preset", "tiny", "-o", filepath.Join(dir, "s"))
+	assert.Equal(t, 1, code, stderr)
+	assert.NotContains(t, stderr, "panic")
+}
+
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+)
+
+// safetyBinary builds mixq once, for tests that signal a real process.
+func safetyBinary(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "mixq-bin-")
+		if err != nil {
+			binErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "mixq")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			binErr = &buildError{err, string(out)}
+		}
+	})
+	require.NoError(t, binErr)
+	return binPath
+}
+
+type buildError struct {
+	err error
+	out string
+}
+
+func (e *buildError) Error() string { return e.err.Error() + ": " + e.out }
+
+// waitForTemp polls dir until a mixq temporary for name holds a file.
+func waitForTemp(t *testing.T, dir, name string, pid int) string {
+	t.Helper()
+	prefix := "." + name + ".mixq-tmp-" + strconv.Itoa(pid) + "-"
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), prefix) {
+				inner, _ := os.ReadDir(filepath.Join(dir, e.Name()))
+				if len(inner) > 1 { // the marker and at least one shard
+					return filepath.Join(dir, e.Name())
+				}
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("no temporary %s* appeared in %s", prefix, dir)
+	return ""
+}
+
+// Issue 9, defect 4: after a SIGKILL, which no process can catch, the
+// temporary stays; the next run into the same directory removes it and
+// says so.
+func TestKilledRunsTemporaryIsSweptByTheNextRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and writes a 370 MB checkpoint")
+	}
+	bin := safetyBinary(t)
+	dir := t.TempDir()
+	cmd := exec.Command(bin, "synth", "--preset", "seed", "-o", filepath.Join(dir, "big"))
+	require.NoError(t, cmd.Start())
+	tmp := waitForTemp(t, dir, "big", cmd.Process.Pid)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGKILL))
+	_ = cmd.Wait()
+	assert.DirExists(t, tmp, "a killed process leaves its temporary")
+	assert.NoDirExists(t, filepath.Join(dir, "big"))
+
+	var stderr bytes.Buffer
+	next := exec.Command(bin, "synth", "--preset", "tiny", "-o", filepath.Join(dir, "small"))
+	next.Stderr = &stderr
+	require.NoError(t, next.Run(), stderr.String())
+	assert.Contains(t, stderr.String(), "removed "+tmp)
+	assert.Contains(t, stderr.String(), "pid "+strconv.Itoa(cmd.Process.Pid))
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, ents, 1)
+	assert.Equal(t, "small", ents[0].Name())
+}
+
+// Ctrl-C while writing: exit 130, "interrupted", nothing left behind, and an
+// old output replaced with --force is still there, whole.
+func TestInterruptWhileWritingKeepsTheOldOutput(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and writes a 370 MB checkpoint")
+	}
+	bin := safetyBinary(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "s")
+	require.NoError(t, exec.Command(bin, "synth", "--preset", "tiny", "-o", out).Run())
+	before := treeSums(t, out)
+
+	var stderr bytes.Buffer
+	cmd := exec.Command(bin, "synth", "--preset", "seed", "-o", out, "--force")
+	cmd.Stderr = &stderr
+	require.NoError(t, cmd.Start())
+	waitForTemp(t, dir, "s", cmd.Process.Pid)
+	sent := time.Now()
+	require.NoError(t, cmd.Process.Signal(syscall.SIGINT))
+	err := cmd.Wait()
+	took := time.Since(sent)
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee, stderr.String())
+	assert.Equal(t, 130, ee.ExitCode(), stderr.String())
+	assert.Contains(t, stderr.String(), "interrupted")
+	assert.NotContains(t, stderr.String(), "context canceled")
+	assert.NotContains(t, stderr.String(), "panic")
+	assert.Less(t, took, 2*time.Second, "stops within a second or so")
+	assert.Equal(t, before, treeSums(t, out), "the old output is untouched")
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	assert.Len(t, ents, 1, "no temporaries")
+}
