@@ -147,7 +147,7 @@ type Layout struct {
 	// DataOffset is where the data section starts (the padded header size).
 	DataOffset int64
 	// Size is the file size in bytes.
-	Size int64
+	Size     int64
 	header   []byte
 	index    map[string]int
 	tensorSz []int64
