@@ -41,6 +41,9 @@ type Options struct {
 	// Progress, when set, is called after each block with the input bytes
 	// processed since the last call.
 	Progress func(tensor string, deltaBytes int64)
+	// Rounder, when set, chooses the scales and codes of quantized
+	// tensors (see Rounder); nil means absmax round-to-nearest.
+	Rounder Rounder
 }
 
 func (o Options) backend() quant.Backend {
@@ -125,6 +128,7 @@ func Quantize(ctx context.Context, ck *checkpoint.Checkpoint, plan *qformat.Plan
 		}
 	}()
 	q := newQuantizer(plan, be, w, opt.Progress)
+	q.rounder = opt.Rounder
 	for i := range plan.Items {
 		if err := ctx.Err(); err != nil {
 			return nil, err
@@ -215,6 +219,7 @@ type quantizer struct {
 	be       quant.Backend
 	w        *shards.Writer
 	progress func(string, int64)
+	rounder  Rounder
 	f32      []float32
 	bytes    []byte
 	scales   []uint16
@@ -292,7 +297,7 @@ func (q *quantizer) quantized(ctx context.Context, t *checkpoint.Tensor, it *qfo
 		}
 		sc := grow16(&q.scales, bl.NumScales())
 		packed := grow8(&q.bytes, bl.PackedBytes())
-		if err := quant.QuantizeGroups(q.be, packed, sc, q.f32, bl); err != nil {
+		if err := q.groups(t.Name, r0, packed, sc, bl); err != nil {
 			return shiftError(err, r0, l.Cols, l.GroupsPerRow())
 		}
 		if err := q.w.Write(it.Outputs[0].Name, packed); err != nil {
