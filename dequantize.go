@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/mixq/mixq/internal/fault"
 	"github.com/mixq/mixq/qformat"
 	"github.com/mixq/mixq/quant"
 	"github.com/mixq/mixq/safetensors"
@@ -76,8 +77,16 @@ func Dequantize(ctx context.Context, m *qformat.Model, out string, dtype safeten
 				bl := e.Layout
 				r0, r1 := lo/cols, hi/cols
 				bl.Rows = r1 - r0
-				if err := be.Dequantize(dst, packed[r0*bl.RowBytes():r1*bl.RowBytes()], scales[r0*bl.GroupsPerRow():r1*bl.GroupsPerRow()], bl); err != nil {
-					return &quant.TensorError{Tensor: e.Name, Err: err}
+				// The codes are read from the mapping: a file truncated
+				// under it faults, and that is an error naming it.
+				var err error
+				if ferr := fault.Catch(func() {
+					err = be.Dequantize(dst, packed[r0*bl.RowBytes():r1*bl.RowBytes()], scales[r0*bl.GroupsPerRow():r1*bl.GroupsPerRow()], bl)
+				}); ferr != nil {
+					err = quant.InputError(ferr)
+				}
+				if err != nil {
+					return &quant.TensorError{File: m.Checkpoint.Path, Tensor: e.Name, Err: err}
 				}
 			} else if err := e.DecodeRange(dst, lo, hi); err != nil {
 				return &quant.TensorError{Tensor: e.Name, Err: err}

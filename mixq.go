@@ -11,6 +11,7 @@ import (
 
 	"github.com/mixq/mixq/checkpoint"
 	"github.com/mixq/mixq/cpu"
+	"github.com/mixq/mixq/internal/fault"
 	"github.com/mixq/mixq/internal/safeout"
 	"github.com/mixq/mixq/policy"
 	"github.com/mixq/mixq/qformat"
@@ -138,7 +139,13 @@ func Quantize(ctx context.Context, ck *checkpoint.Checkpoint, plan *qformat.Plan
 		if !found {
 			return nil, fmt.Errorf("tensor %q vanished from the checkpoint", it.Input.Name)
 		}
-		if err := q.tensor(ctx, t, it); err != nil {
+		// Kept tensors are copied straight from the mapping, on this
+		// goroutine: a fault there is an error naming the file too.
+		var err error
+		if ferr := fault.Catch(func() { err = q.tensor(ctx, t, it) }); ferr != nil {
+			err = quant.InputError(ferr)
+		}
+		if err != nil {
 			var te *quant.TensorError
 			if !errors.As(err, &te) {
 				err = &quant.TensorError{File: t.File.Path(), Tensor: t.Name, Err: err}

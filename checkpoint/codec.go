@@ -7,7 +7,9 @@ import (
 	"runtime"
 	"slices"
 
+	"github.com/mixq/mixq/internal/fault"
 	"github.com/mixq/mixq/internal/par"
+	"github.com/mixq/mixq/quant"
 	"github.com/mixq/mixq/safetensors"
 	"github.com/x448/float16"
 )
@@ -29,19 +31,30 @@ func DecodeFloat32(dst []float32, raw []byte, dt safetensors.DType) error {
 	// Conversion is a pure per-element map: large blocks are cut over the
 	// cores, so that feeding a fast backend (the GPU) is not limited by one
 	// core's decode speed. Small blocks stay on the calling goroutine.
+	// raw is usually mapped from the input file: a file truncated under the
+	// mapping faults here, on whichever goroutine reads, and fault.Catch
+	// turns that into an error instead of a SIGBUS.
 	esz := dt.Size()
 	n := min(runtime.GOMAXPROCS(0), len(dst)/decodeGrain)
-	par.Split(len(dst), 64, n, func(_, lo, hi int) {
+	errs := make([]error, max(n, 1))
+	par.Split(len(dst), 64, n, func(c, lo, hi int) {
 		d, r := dst[lo:hi], raw[lo*esz:hi*esz]
-		switch dt {
-		case safetensors.F32:
-			f32FromLE(d, r)
-		case safetensors.F16:
-			f16FromLE(d, r)
-		case safetensors.BF16:
-			bf16FromLE(d, r)
-		}
+		errs[c] = fault.Catch(func() {
+			switch dt {
+			case safetensors.F32:
+				f32FromLE(d, r)
+			case safetensors.F16:
+				f16FromLE(d, r)
+			case safetensors.BF16:
+				bf16FromLE(d, r)
+			}
+		})
 	})
+	for _, err := range errs {
+		if err != nil {
+			return quant.InputError(err)
+		}
+	}
 	return nil
 }
 

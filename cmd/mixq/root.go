@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mixq/mixq/internal/fault"
 	"github.com/mixq/mixq/quant"
 )
 
@@ -53,6 +54,7 @@ kept for sensitive tensors, chosen per tensor by a policy.`,
 		newCalibrateCmd(),
 		newAnalyzeCmd(),
 		newDevicesCmd(),
+		newExportCmd(),
 	)
 	return root
 }
@@ -70,7 +72,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}()
 	root := newRoot(stdout, stderr)
 	root.SetArgs(args)
-	err := root.ExecuteContext(ctx)
+	var err error
+	// The last line of defence for reads of mapped inputs on this goroutine
+	// (the pipelines catch their own, naming the tensor): a file changed
+	// under mixq is an error, not a SIGBUS, and deferred cleanups run.
+	if ferr := fault.Catch(func() { err = root.ExecuteContext(ctx) }); ferr != nil {
+		err = quant.InputError(ferr)
+	}
 	if err == nil {
 		return exitOK
 	}
