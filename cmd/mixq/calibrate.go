@@ -12,6 +12,7 @@ import (
 	"github.com/mixq/mixq/eval"
 	"github.com/mixq/mixq/importance"
 	"github.com/mixq/mixq/internal/safeout"
+	"github.com/mixq/mixq/internal/stop"
 	"github.com/mixq/mixq/model"
 	"github.com/mixq/mixq/safetensors"
 )
@@ -59,12 +60,15 @@ tokens.`,
 				return err
 			}
 			defer m.Close()
-			seqs, err := tf.sequences(m)
+			ctx := c.Context()
+			seqs, err := tf.sequences(ctx, m, 1, c.ErrOrStderr())
 			if err != nil {
 				return err
 			}
+			bar := newCounter(c.ErrOrStderr(), int64(eval.Tokens(seqs)), "calibrate", "tokens")
 			if format == "stats" {
-				st, err := importance.FromModel(m, seqs, be)
+				st, err := importance.FromModelContext(ctx, m, seqs, be, bar.add)
+				bar.end(err)
 				if err != nil {
 					return err
 				}
@@ -93,10 +97,13 @@ tokens.`,
 					toks[i] = g.Tokens
 				}
 				s := m.NewSession(len(toks), len(toks[0]))
-				if _, err := s.Forward(toks, obs); err != nil {
+				if _, err := s.ForwardContext(ctx, toks, obs); err != nil {
+					bar.end(err)
 					return err
 				}
+				bar.add(len(toks) * len(toks[0]))
 			}
+			bar.end(nil)
 			var specs []safetensors.Spec
 			for _, w := range m.LinearNames() {
 				a := acts[w]
@@ -112,6 +119,9 @@ tokens.`,
 			}
 			defer sw.Abort()
 			for _, sp := range specs {
+				if err := stop.Err(ctx); err != nil {
+					return err // the deferred Abort removes the temporary
+				}
 				a := acts[sp.Name+".weight"]
 				b := make([]byte, 4*len(a.data))
 				for i, v := range a.data {

@@ -19,10 +19,19 @@ func newEstimateCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "estimate IN",
 		Short: "Report the exact size of the quantized output, from headers alone",
-		Args:  cobra.ExactArgs(1),
+		Long: `Report the exact size of the quantized output and whether it meets the size
+target, --target-ratio (compression versus FP32, default 6; --target is the
+same flag under its old name). With --policy budget the target is also what
+the precisions are chosen to reach; static and dynamic only compare with it.
+The static policy reads headers alone; dynamic and budget read the weights
+for the importance analysis.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			if target <= 0 {
-				return usagef("--target %g: want a positive ratio", target)
+			if c.Flags().Changed("target") {
+				if c.Flags().Changed("target-ratio") && pf.targetRatio != target {
+					return usagef("--target %v and --target-ratio %v: --target is the old name of --target-ratio; give one", target, pf.targetRatio)
+				}
+				pf.targetRatio = target
 			}
 			p, err := pf.plan(c, args[0])
 			if err != nil {
@@ -30,7 +39,14 @@ func newEstimateCmd() *cobra.Command {
 			}
 			defer p.ck.Close()
 			plan := p.plan
-			est := plan.Estimate(target)
+			compare := qformat.DefaultTarget
+			switch {
+			case pf.targetRatio > 0:
+				compare = pf.targetRatio
+			case pf.targetBPW > 0:
+				compare = 32 / pf.targetBPW
+			}
+			est := plan.Estimate(compare)
 			if asJSON {
 				return writeJSON(c.OutOrStdout(), est)
 			}
@@ -39,7 +55,8 @@ func newEstimateCmd() *cobra.Command {
 		},
 	}
 	pf.register(c)
-	c.Flags().Float64Var(&target, "target", qformat.DefaultTarget, "compression target versus FP32")
+	c.Flags().Float64Var(&target, "target", qformat.DefaultTarget, "the old name of --target-ratio")
+	c.Flags().MarkHidden("target")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
 }

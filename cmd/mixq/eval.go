@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"os"
 
@@ -31,15 +33,32 @@ func (f *tokenFlags) register(c *cobra.Command) {
 	c.Flags().Uint64Var(&f.seed, "seed", 1, "sampling seed")
 }
 
-// sequences loads or samples the token sequences.
-func (f *tokenFlags) sequences(m *model.Model) ([][]int, error) {
+// sequences loads or samples the token sequences, and refuses (exit 2)
+// sequences the model cannot run: each needs at least minLen tokens, no
+// more than max_position_embeddings, all inside the vocabulary (see
+// eval.CheckSequences). Sampling shows a progress bar on a terminal and
+// stops when ctx is done.
+func (f *tokenFlags) sequences(ctx context.Context, m *model.Model, minLen int, stderr io.Writer) ([][]int, error) {
 	switch {
 	case f.tokens != "" && f.sample > 0:
 		return nil, usagef("give --tokens or --sample, not both")
 	case f.tokens != "":
-		return readTokens(f.tokens)
+		seqs, err := readTokens(f.tokens)
+		if err != nil {
+			return nil, err
+		}
+		if err := eval.CheckSequences(m, seqs, minLen); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.tokens, err)
+		}
+		return seqs, nil
 	case f.sample > 0:
-		return eval.Sample(m, f.sample, f.seqLen, m.Config.BOS, f.seed)
+		if f.seqLen < minLen {
+			return nil, usagef("--seq-len %d: need at least %d", f.seqLen, minLen)
+		}
+		bar := newCounter(stderr, int64(f.sample)*int64(f.seqLen-1), "sample", "tokens")
+		seqs, err := eval.SampleContext(ctx, m, f.sample, f.seqLen, m.Config.BOS, f.seed, bar.add)
+		bar.end(err)
+		return seqs, err
 	}
 	return nil, usagef("give --tokens FILE or --sample N")
 }
@@ -104,11 +123,16 @@ func newEvalCmd() *cobra.Command {
 				}
 				defer q.Close()
 			}
-			seqs, err := tf.sequences(m)
+			seqs, err := tf.sequences(c.Context(), m, 2, c.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			opt := eval.Options{}
+			passes := int64(1)
+			if q != nil {
+				passes = 2
+			}
+			bar := newCounter(c.ErrOrStderr(), passes*int64(eval.Tokens(seqs)), "eval", "tokens")
+			opt := eval.Options{Progress: bar.add}
 			var lw *logitWriter
 			if logitsOut != "" {
 				if lw, err = newLogitWriter(logitsOut); err != nil {
@@ -117,7 +141,8 @@ func newEvalCmd() *cobra.Command {
 				defer lw.abort()
 				opt.Logits = lw.write
 			}
-			res, err := eval.Evaluate(m, q, seqs, opt)
+			res, err := eval.EvaluateContext(c.Context(), m, q, seqs, opt)
+			bar.end(err)
 			if err != nil {
 				return err
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/mixq/mixq/charts"
 	"github.com/mixq/mixq/checkpoint"
+	"github.com/mixq/mixq/eval"
 	"github.com/mixq/mixq/importance"
 	"github.com/mixq/mixq/internal/safeout"
 	"github.com/mixq/mixq/model"
@@ -63,11 +65,12 @@ func parseWeights(s string) (map[importance.Signal]float64, error) {
 }
 
 // calibration gathers activation statistics from files and/or the built-in
-// forward pass; nil when none was asked for.
-func (f *importanceFlags) calibration(path string, be quant.Backend) (*importance.CalibStats, error) {
+// forward pass (with a progress bar on a terminal); nil when none was
+// asked for. It stops when ctx is done.
+func (f *importanceFlags) calibration(ctx context.Context, path string, be quant.Backend, stderr io.Writer) (*importance.CalibStats, error) {
 	var stats *importance.CalibStats
 	if len(f.calib) > 0 {
-		s, err := importance.Read(f.calib, be)
+		s, err := importance.ReadContext(ctx, f.calib, be)
 		if err != nil {
 			return nil, err
 		}
@@ -82,11 +85,13 @@ func (f *importanceFlags) calibration(path string, be quant.Backend) (*importanc
 	}
 	defer m.Close()
 	tf := tokenFlags{tokens: f.calibTokens, sample: f.calibSample, seqLen: f.calibSeqLen, seed: f.calibSeed}
-	seqs, err := tf.sequences(m)
+	seqs, err := tf.sequences(ctx, m, 1, stderr)
 	if err != nil {
 		return nil, err
 	}
-	s, err := importance.FromModel(m, seqs, be)
+	bar := newCounter(stderr, int64(eval.Tokens(seqs)), "calibrate", "tokens")
+	s, err := importance.FromModelContext(ctx, m, seqs, be, bar.add)
+	bar.end(err)
 	if err != nil {
 		return nil, err
 	}
@@ -96,20 +101,36 @@ func (f *importanceFlags) calibration(path string, be quant.Backend) (*importanc
 	return stats, stats.Merge(s)
 }
 
-// analyze runs the importance analysis with notices on stderr.
-func (f *importanceFlags) analyze(ck *checkpoint.Checkpoint, be quant.Backend, groupSize int, stderr io.Writer) (*importance.Analysis, error) {
+// analyze runs the importance analysis with notices on stderr and a
+// progress bar on a terminal. It stops when ctx is done.
+func (f *importanceFlags) analyze(ctx context.Context, ck *checkpoint.Checkpoint, be quant.Backend, groupSize int, stderr io.Writer) (*importance.Analysis, error) {
 	w, err := parseWeights(f.weights)
 	if err != nil {
 		return nil, err
 	}
-	calib, err := f.calibration(ck.Path, be)
+	calib, err := f.calibration(ctx, ck.Path, be, stderr)
 	if err != nil {
 		return nil, err
 	}
-	return importance.Analyze(ck, importance.Options{
+	matrices := 0
+	for _, t := range ck.Tensors {
+		if len(t.Shape) >= 2 && t.NumElements() > 0 {
+			matrices++
+		}
+	}
+	bar := &tensorProgress{bar: newProgress(stderr, importance.AnalyzedBytes(ck), "analyze"), label: "analyze", total: matrices}
+	a, err := importance.AnalyzeContext(ctx, ck, importance.Options{
 		Weights: w, Grads: f.grads, Calib: calib, Backend: be, GroupSize: groupSize,
-		Notice: func(s string) { fmt.Fprintf(stderr, "mixq: notice: %s\n", s) },
+		Notice: func(s string) {
+			if bar.bar != nil {
+				bar.bar.Clear() // the notice gets a line of its own
+			}
+			fmt.Fprintf(stderr, "mixq: notice: %s\n", s)
+		},
+		Progress: bar.add,
 	})
+	bar.end(err)
+	return a, err
 }
 
 // renderedReport is report.json and its charts, rendered in memory so that
@@ -197,7 +218,7 @@ func newAnalyzeCmd() *cobra.Command {
 				return err
 			}
 			defer ck.Close()
-			a, err := f.analyze(ck, be, groupSize, c.ErrOrStderr())
+			a, err := f.analyze(c.Context(), ck, be, groupSize, c.ErrOrStderr())
 			if err != nil {
 				return err
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math"
@@ -47,15 +48,100 @@ func (f *planFlags) register(c *cobra.Command) {
 	fl.StringVar(&f.backend, "backend", "auto", backendHelp)
 	fl.Float64Var(&f.highRatio, "high-ratio", importance.DefaultHigh, "dynamic: share of ranked tensors kept in F16")
 	fl.Float64Var(&f.lowRatio, "low-ratio", importance.DefaultLow, "dynamic: share of ranked tensors in INT4")
-	fl.Float64Var(&f.targetRatio, "target-ratio", 0, "budget: compression versus FP32 to reach (e.g. 6)")
-	fl.Float64Var(&f.targetBPW, "target-bpw", 0, "budget: bits per weight to reach, all bytes written included")
+	fl.Float64Var(&f.targetRatio, "target-ratio", 0, "budget: compression versus FP32 to reach, at least 1 (e.g. 6); estimate: also the target it is compared with")
+	fl.Float64Var(&f.targetBPW, "target-bpw", 0, "budget: bits per weight to reach, all bytes written included (at most 32)")
 	f.imp.register(c)
+}
+
+// checkTargets refuses size targets that mean nothing: a compression ratio
+// below 1 (an output larger than FP32) and bits per weight outside (0, 32].
+func (f *planFlags) checkTargets() error {
+	if f.targetRatio != 0 && !(f.targetRatio >= 1 && !math.IsInf(f.targetRatio, 0)) {
+		return usagef("--target-ratio %v: want a compression ratio versus FP32 of at least 1 (6 means six times smaller than FP32)", f.targetRatio)
+	}
+	if f.targetBPW != 0 && !(f.targetBPW > 0 && f.targetBPW <= 32) {
+		return usagef("--target-bpw %v: want bits per weight in (0, 32] (FP32 is 32)", f.targetBPW)
+	}
+	if f.targetRatio != 0 && f.targetBPW != 0 {
+		return usagef("give --target-ratio or --target-bpw, not both")
+	}
+	return nil
+}
+
+// Flags that only some policies read.
+var (
+	importanceOnly = []string{"calib", "calib-tokens", "calib-sample", "calib-seq-len", "calib-seed", "grads", "signal-weights"}
+	dynamicOnly    = []string{"high-ratio", "low-ratio"}
+	budgetOnly     = []string{"target-ratio", "target-bpw"}
+)
+
+// warnIgnored warns, on stderr, about every flag given that the chosen
+// policy does not read. In estimate --target-ratio and --target-bpw are
+// also the target the size is compared with, so they are never ignored
+// there.
+func (f *planFlags) warnIgnored(c *cobra.Command) {
+	fl := c.Flags()
+	warn := func(format string, args ...any) {
+		fmt.Fprintf(c.ErrOrStderr(), "mixq: warning: "+format+"\n", args...)
+	}
+	given := func(names []string) []string {
+		var out []string
+		for _, n := range names {
+			if fl.Changed(n) {
+				out = append(out, "--"+n)
+			}
+		}
+		return out
+	}
+	list := func(names []string) string { return strings.Join(names, ", ") }
+	if g := given(importanceOnly); f.policy == "static" && len(g) > 0 {
+		warn("%s ignored: --policy static does not use importance (it is for --policy dynamic or budget)", list(g))
+	}
+	if g := given(dynamicOnly); f.policy != "dynamic" && len(g) > 0 {
+		warn("%s ignored: only --policy dynamic reads it, not --policy %s", list(g), f.policy)
+	}
+	if g := given(budgetOnly); f.policy != "budget" && c.Name() != "estimate" && len(g) > 0 {
+		warn("%s ignored: --policy %s does not aim at a size (use --policy budget to reach one)", list(g), f.policy)
+	}
+	if f.imp.calibSample == 0 {
+		if g := given([]string{"calib-seq-len", "calib-seed"}); len(g) > 0 && f.policy != "static" {
+			warn("%s ignored without --calib-sample", list(g))
+		}
+	}
 }
 
 // options turns the flags into pipeline options for a checkpoint. For the
 // dynamic and budget policies it runs the importance analysis first, which
-// reads tensor data; the analysis is returned for the report.
-func (f *planFlags) options(ck *checkpoint.Checkpoint, stderr io.Writer) (mixq.Options, *importance.Analysis, error) {
+// reads tensor data, shows its progress on a terminal and stops when the
+// command's context is done; the analysis is returned for the report.
+func (f *planFlags) options(c *cobra.Command, ck *checkpoint.Checkpoint) (mixq.Options, *importance.Analysis, error) {
+	ctx := c.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	stderr := c.ErrOrStderr()
+	switch f.policy {
+	case "static", "dynamic", "budget":
+	default:
+		return mixq.Options{}, nil, usagef("--policy %q: want static, dynamic or budget", f.policy)
+	}
+	if err := f.checkTargets(); err != nil {
+		return mixq.Options{}, nil, err
+	}
+	if f.policy == "budget" && f.targetRatio == 0 && f.targetBPW == 0 {
+		return mixq.Options{}, nil, usagef("--policy budget needs --target-ratio R or --target-bpw B")
+	}
+	if f.policy == "static" && !c.Flags().Changed("policy") && c.Name() != "estimate" && (f.targetRatio != 0 || f.targetBPW != 0) {
+		// No policy was chosen: the size asked for is the point, and the
+		// default policy would silently miss it.
+		return mixq.Options{}, nil, usagef("--target-ratio and --target-bpw need --policy budget (the default, static, does not aim at a size)")
+	}
+	if f.policy == "dynamic" {
+		if h, l := f.highRatio, f.lowRatio; !(h >= 0 && h <= 1) || !(l >= 0 && l <= 1) || h+l > 1+1e-12 {
+			return mixq.Options{}, nil, usagef("--high-ratio %v --low-ratio %v: want shares in [0, 1] that sum to at most 1", h, l)
+		}
+	}
+	f.warnIgnored(c)
 	var user []policy.Rule
 	if f.rulesFile != "" {
 		rs, err := policy.LoadRules(f.rulesFile)
@@ -83,25 +169,11 @@ func (f *planFlags) options(ck *checkpoint.Checkpoint, stderr io.Writer) (mixq.O
 		return mixq.Options{}, nil, err
 	}
 	opt := mixq.Options{GroupSize: f.groupSize, MaxShardSize: shard, Backend: be}
-	budgetFlags := f.targetRatio != 0 || f.targetBPW != 0
-	switch f.policy {
-	case "static":
-		if budgetFlags {
-			return opt, nil, usagef("--target-ratio and --target-bpw need --policy budget")
-		}
+	if f.policy == "static" {
 		opt.Policy = mixq.StaticPolicy(ck, user)
 		return opt, nil, nil
-	case "dynamic", "budget":
-	default:
-		return opt, nil, usagef("--policy %q: want static, dynamic or budget", f.policy)
 	}
-	if f.policy == "budget" && (f.targetRatio > 0) == (f.targetBPW > 0) {
-		return opt, nil, usagef("--policy budget needs exactly one of --target-ratio R or --target-bpw B, positive")
-	}
-	if f.policy == "dynamic" && budgetFlags {
-		return opt, nil, usagef("--target-ratio and --target-bpw need --policy budget")
-	}
-	a, err := f.imp.analyze(ck, be, f.groupSize, stderr)
+	a, err := f.imp.analyze(ctx, ck, be, f.groupSize, stderr)
 	if err != nil {
 		return opt, nil, err
 	}
@@ -122,7 +194,7 @@ func (f *planFlags) options(ck *checkpoint.Checkpoint, stderr io.Writer) (mixq.O
 	if err != nil {
 		return opt, nil, usageError{err}
 	}
-	b, err := importance.NewBudget(a, user, ck, target, shard)
+	b, err := importance.NewBudgetContext(ctx, a, user, ck, target, shard)
 	if err != nil {
 		return opt, nil, err
 	}
@@ -184,7 +256,7 @@ func (f *planFlags) plan(c *cobra.Command, path string) (*planned, error) {
 		return nil, err
 	}
 	p := &planned{ck: ck}
-	if p.opt, p.analysis, err = f.options(ck, c.ErrOrStderr()); err == nil {
+	if p.opt, p.analysis, err = f.options(c, ck); err == nil {
 		if p.plan, err = mixq.PlanQuantization(ck, p.opt); err == nil {
 			if f.explain {
 				printExplain(c.ErrOrStderr(), p.plan)

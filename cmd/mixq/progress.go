@@ -13,8 +13,7 @@ import (
 // newProgress returns a byte progress bar on stderr when stderr is a
 // terminal, and nil (no output at all) when it is piped or redirected.
 func newProgress(stderr io.Writer, total int64, what string) *progressbar.ProgressBar {
-	f, ok := stderr.(*os.File)
-	if !ok || !term.IsTerminal(int(f.Fd())) {
+	if !isTerminal(stderr) {
 		return nil
 	}
 	return progressbar.NewOptions64(total,
@@ -28,6 +27,52 @@ func newProgress(stderr io.Writer, total int64, what string) *progressbar.Progre
 		progressbar.OptionFullWidth(),
 		progressbar.OptionOnCompletion(func() { io.WriteString(stderr, "\n") }),
 	)
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// counter is a progress bar of items (tokens) with their rate and ETA on
+// stderr when it is a terminal; on a pipe it prints nothing. Its methods
+// are safe on the zero value.
+type counter struct{ bar *progressbar.ProgressBar }
+
+func newCounter(stderr io.Writer, total int64, what, unit string) counter {
+	if !isTerminal(stderr) || total <= 0 {
+		return counter{}
+	}
+	return counter{progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(stderr),
+		progressbar.OptionSetDescription(what),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString(unit),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionShowElapsedTimeOnFinish(),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionFullWidth(),
+		progressbar.OptionOnCompletion(func() { io.WriteString(stderr, "\n") }),
+	)}
+}
+
+func (c counter) add(n int) {
+	if c.bar != nil {
+		c.bar.Add64(int64(n))
+	}
+}
+
+// end completes the bar after success, and after a failure leaves it where
+// it stopped, ending its line so the error is printed on its own.
+func (c counter) end(err error) {
+	switch {
+	case c.bar == nil:
+	case err == nil:
+		c.bar.Finish()
+	default:
+		c.bar.Exit()
+	}
 }
 
 // tensorProgress adapts a bar to the pipeline's callback, showing the
@@ -55,5 +100,15 @@ func (p *tensorProgress) add(tensor string, delta int64) {
 func (p *tensorProgress) finish() {
 	if p != nil && p.bar != nil {
 		p.bar.Finish()
+	}
+}
+
+// end is finish after success; after a failure it leaves the bar where it
+// stopped and ends its line.
+func (p *tensorProgress) end(err error) {
+	if err == nil {
+		p.finish()
+	} else if p != nil && p.bar != nil {
+		p.bar.Exit()
 	}
 }
