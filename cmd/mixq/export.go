@@ -1,0 +1,178 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mixq/mixq"
+	"github.com/mixq/mixq/ggufexport"
+	"github.com/mixq/mixq/internal/safeout"
+	"github.com/mixq/mixq/qformat"
+)
+
+// Output formats of export (and quantize --format).
+const (
+	formatMixq   = "mixq"
+	formatGGUF   = "gguf"
+	formatCT     = "compressed-tensors"
+	formatChoice = "gguf|compressed-tensors"
+)
+
+// exportFlags are the flags of the foreign output formats.
+type exportFlags struct {
+	format, vocabFrom, tokenizerDir string
+	noVocab                         bool
+}
+
+func (f *exportFlags) register(c *cobra.Command, def string) {
+	help := "output format: " + formatChoice
+	if def == formatMixq {
+		help = "output format: mixq|" + formatChoice
+	}
+	c.Flags().StringVar(&f.format, "format", def, help)
+	c.Flags().StringVar(&f.vocabFrom, "vocab-from", "", "gguf: take the tokenizer metadata from this GGUF file")
+	c.Flags().StringVar(&f.tokenizerDir, "tokenizer-dir", "", "directory with tokenizer.model / tokenizer.json (default: beside the weights)")
+	c.Flags().BoolVar(&f.noVocab, "no-vocab", false, "gguf: write a file without a vocabulary when there is no tokenizer")
+}
+
+func (f *exportFlags) check() error {
+	switch f.format {
+	case formatGGUF, formatCT, formatMixq:
+	default:
+		return usagef("--format %q: want %s", f.format, formatChoice)
+	}
+	if f.format != formatGGUF && (f.vocabFrom != "" || f.noVocab) {
+		return usagef("--vocab-from and --no-vocab apply to --format gguf")
+	}
+	return nil
+}
+
+// inputs are the files the export flags read.
+func (f *exportFlags) inputs() []string { return []string{f.vocabFrom, f.tokenizerDir} }
+
+// ggufOptions are the export options for a checkpoint at path.
+func (f *exportFlags) ggufOptions(path string) ggufexport.Options {
+	dir := checkpointDir(path)
+	tk := f.tokenizerDir
+	if tk == "" {
+		tk = dir
+	}
+	return ggufexport.Options{Name: filepath.Base(dir), TokenizerDir: tk, VocabFrom: f.vocabFrom, NoVocab: f.noVocab}
+}
+
+// checkpointDir is the directory of a checkpoint path (a directory or one
+// of its files).
+func checkpointDir(path string) string {
+	if st, err := os.Stat(path); err == nil && !st.IsDir() {
+		return filepath.Dir(path)
+	}
+	return filepath.Clean(path)
+}
+
+// outputKind is what --force may replace for a format.
+func outputKind(format string) safeout.Kind {
+	if format == formatGGUF {
+		return safeout.GGUF
+	}
+	return safeout.Directory
+}
+
+func newExportCmd() *cobra.Command {
+	var (
+		out   string
+		force bool
+		ef    exportFlags
+	)
+	c := &cobra.Command{
+		Use:   "export Q -o OUT --format " + formatChoice,
+		Short: "Convert a mixq checkpoint to GGUF (llama.cpp, ollama) or compressed-tensors (vLLM), same codes",
+		Long: `export converts an existing mixq output without re-quantizing: the INT4/INT8
+codes and F16 scales are moved into the target format unchanged, so the
+runtime decodes exactly the floats that "mixq dequantize" gives.
+
+  --format gguf                one .gguf file (Llama, Mistral, Mixtral)
+  --format compressed-tensors  a Hugging Face directory in the pack-quantized format`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			if out == "" {
+				return usagef("export needs -o OUT")
+			}
+			if ef.format == "" {
+				return usagef("export needs --format %s", formatChoice)
+			}
+			if err := ef.check(); err != nil {
+				return err
+			}
+			if ef.format == formatMixq {
+				return usagef("--format %q: the input already is a mixq checkpoint; want %s", ef.format, formatChoice)
+			}
+			if err := checkOutput(out, outputKind(ef.format), force, append(modelInputs(args[0]), ef.inputs()...)...); err != nil {
+				return err
+			}
+			m, err := mixq.OpenQuantized(args[0])
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			return exportModel(c, m, args[0], out, &ef, force)
+		},
+	}
+	c.Flags().StringVarP(&out, "output", "o", "", "output file (gguf) or directory (compressed-tensors)")
+	c.Flags().BoolVar(&force, "force", false, "replace an existing output that mixq wrote")
+	ef.register(c, "")
+	return c
+}
+
+// exportModel writes m (read from path) to out in ef.format and reports.
+func exportModel(c *cobra.Command, m *qformat.Model, path, out string, ef *exportFlags, force bool) error {
+	switch ef.format {
+	case formatGGUF:
+		x, err := ggufexport.Plan(m.Checkpoint.Config, ggufexport.Sources(m), ef.ggufOptions(path))
+		if err != nil {
+			return err
+		}
+		for _, n := range x.Notices {
+			fmt.Fprintf(notices, "mixq: %s\n", n)
+		}
+		bar := newProgress(c.ErrOrStderr(), x.Layout.Size-x.Layout.DataOffset, "export gguf")
+		err = x.Write(c.Context(), m, out, func(n int64) {
+			if bar != nil {
+				bar.Add64(n)
+			}
+		})
+		if bar != nil {
+			bar.Finish()
+		}
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(c.OutOrStdout(), "wrote %s: %d tensors (%s), %d bytes (%s)\n", out, len(x.Tensors), typeCounts(x), x.Layout.Size, human(x.Layout.Size))
+		return nil
+	case formatCT:
+		return exportCompressedTensors(c, m, path, out, ef, force)
+	}
+	return usagef("--format %q: want %s", ef.format, formatChoice)
+}
+
+// typeCounts renders "Q4_0 ×12, F32 ×13".
+func typeCounts(x *ggufexport.Export) string {
+	n := map[string]int{}
+	for _, t := range x.Tensors {
+		n[t.Type.String()]++
+	}
+	keys := make([]string, 0, len(n))
+	for k := range n {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s ×%d", k, n[k])
+	}
+	return strings.Join(parts, ", ")
+}
