@@ -46,6 +46,9 @@ for the importance analysis.`,
 			case pf.targetBPW > 0:
 				compare = 32 / pf.targetBPW
 			}
+			if done, err := estimateFormat(c, args[0], plan, p.ck.Config, asJSON); done {
+				return err
+			}
 			est := plan.Estimate(compare)
 			if asJSON {
 				return writeJSON(c.OutOrStdout(), est)
@@ -55,6 +58,7 @@ for the importance analysis.`,
 		},
 	}
 	pf.register(c)
+	registerFormatFlags(c)
 	c.Flags().Float64Var(&target, "target", qformat.DefaultTarget, "the old name of --target-ratio")
 	c.Flags().MarkHidden("target")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")

@@ -176,3 +176,68 @@ func typeCounts(x *ggufexport.Export) string {
 	}
 	return strings.Join(parts, ", ")
 }
+
+// registerFormatFlags adds --format and the export flags to a command
+// that writes mixq checkpoints by default (estimate, quantize).
+func registerFormatFlags(c *cobra.Command) {
+	var ef exportFlags
+	ef.register(c, formatMixq)
+}
+
+// formatFlags reads back the flags registerFormatFlags added.
+func formatFlags(c *cobra.Command) (*exportFlags, error) {
+	fs := c.Flags()
+	var ef exportFlags
+	var err error
+	if ef.format, err = fs.GetString("format"); err != nil {
+		return nil, err
+	}
+	ef.vocabFrom, _ = fs.GetString("vocab-from")
+	ef.tokenizerDir, _ = fs.GetString("tokenizer-dir")
+	ef.noVocab, _ = fs.GetBool("no-vocab")
+	return &ef, ef.check()
+}
+
+// foreignEstimate is the size report of a GGUF or compressed-tensors output.
+type foreignEstimate struct {
+	Format  string         `json:"format"`
+	Bytes   int64          `json:"bytes"`
+	Tensors map[string]int `json:"tensors,omitempty"`
+	Notices []string       `json:"notices,omitempty"`
+}
+
+// estimateFormat reports the exact size of the output in --format when it
+// is not mixq's own; done is false for --format mixq.
+func estimateFormat(c *cobra.Command, path string, plan *qformat.Plan, config []byte, asJSON bool) (done bool, err error) {
+	ef, err := formatFlags(c)
+	if err != nil || ef.format == formatMixq {
+		return err != nil, err
+	}
+	est := foreignEstimate{Format: ef.format}
+	switch ef.format {
+	case formatGGUF:
+		x, err := ggufexport.Plan(config, ggufexport.SourcesOfPlan(plan), ef.ggufOptions(path))
+		if err != nil {
+			return true, err
+		}
+		est.Bytes, est.Notices = x.Layout.Size, x.Notices
+		est.Tensors = map[string]int{}
+		for _, t := range x.Tensors {
+			est.Tensors[t.Type.String()]++
+		}
+	case formatCT:
+		x, err := planCompressedTensors(path, config, ctensorsOfPlan(plan), ef)
+		if err != nil {
+			return true, err
+		}
+		est.Bytes, est.Notices = x.Layout.TotalBytes(), x.Notices
+	}
+	if asJSON {
+		return true, writeJSON(c.OutOrStdout(), est)
+	}
+	for _, n := range est.Notices {
+		fmt.Fprintf(notices, "mixq: %s\n", n)
+	}
+	fmt.Fprintf(c.OutOrStdout(), "%s bytes %d (%s)\n", ef.format, est.Bytes, human(est.Bytes))
+	return true, nil
+}

@@ -20,14 +20,28 @@ func ctensorsOf(m *qformat.Model) []ctensors.Tensor {
 	return t
 }
 
-// exportCompressedTensors writes m as a compressed-tensors directory, with
-// the non-weight files beside m (and in --tokenizer-dir) copied in.
-func exportCompressedTensors(c *cobra.Command, m *qformat.Model, path, out string, ef *exportFlags, force bool) error {
+// ctensorsOfPlan lists the tensors a quantization plan will write.
+func ctensorsOfPlan(p *qformat.Plan) []ctensors.Tensor {
+	t := make([]ctensors.Tensor, len(p.Items))
+	for i, it := range p.Items {
+		t[i] = ctensors.Tensor{Name: it.Input.Name, Record: it.Record}
+	}
+	return t
+}
+
+// planCompressedTensors plans the directory for the checkpoint at path,
+// with the non-weight files beside it (and in --tokenizer-dir) copied in.
+func planCompressedTensors(path string, config []byte, ts []ctensors.Tensor, ef *exportFlags) (*ctensors.Export, error) {
 	extra, err := ctensors.Companions(checkpointDir(path), ef.tokenizerDir)
 	if err != nil {
-		return quant.InputError(err)
+		return nil, quant.InputError(err)
 	}
-	x, err := ctensors.Plan(m.Checkpoint.Config, ctensorsOf(m), ctensors.Options{MaxShardSize: mixq.DefaultMaxShardSize, Extra: extra})
+	return ctensors.Plan(config, ts, ctensors.Options{MaxShardSize: mixq.DefaultMaxShardSize, Extra: extra})
+}
+
+// exportCompressedTensors writes m as a compressed-tensors directory.
+func exportCompressedTensors(c *cobra.Command, m *qformat.Model, path, out string, ef *exportFlags, force bool) error {
+	x, err := planCompressedTensors(path, m.Checkpoint.Config, ctensorsOf(m), ef)
 	if err != nil {
 		return err
 	}
@@ -41,6 +55,6 @@ func exportCompressedTensors(c *cobra.Command, m *qformat.Model, path, out strin
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.OutOrStdout(), "wrote %s: compressed-tensors %s, %d files copied, %d bytes (%s)\n", out, ctensors.Format, len(extra), total, human(total))
+	fmt.Fprintf(c.OutOrStdout(), "wrote %s: compressed-tensors %s, %d files copied, %d bytes (%s)\n", out, ctensors.Format, len(x.Layout.Extra), total, human(total))
 	return nil
 }
