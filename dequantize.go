@@ -1,7 +1,9 @@
 package mixq
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 
 	"github.com/mixq/mixq/internal/fault"
@@ -27,6 +29,9 @@ func Dequantize(ctx context.Context, m *qformat.Model, out string, dtype safeten
 	if err != nil {
 		return err
 	}
+	if cfg, err = withTorchDType(cfg, dtype); err != nil {
+		return err
+	}
 	specs := make([]safetensors.Spec, len(m.Entries))
 	for i, e := range m.Entries {
 		specs[i] = safetensors.Spec{Name: e.Name, DType: dtype, Shape: e.Record.Shape}
@@ -37,6 +42,9 @@ func Dequantize(ctx context.Context, m *qformat.Model, out string, dtype safeten
 	}
 	l, err := shards.Plan(specs, shards.Options{MaxShardSize: shard, Config: cfg, Metadata: map[string]string{"format": "pt"}})
 	if err != nil {
+		return err
+	}
+	if l.Extra, err = companions(m.Checkpoint, opt); err != nil {
 		return err
 	}
 	w, err := createLayout(out, l, opt.Force)
@@ -109,4 +117,27 @@ func Dequantize(ctx context.Context, m *qformat.Model, out string, dtype safeten
 	}
 	ok = true
 	return nil
+}
+
+// torchDTypes are the names transformers gives the dtypes dequantize writes.
+var torchDTypes = map[safetensors.DType]string{safetensors.F32: "float32", safetensors.F16: "float16", safetensors.BF16: "bfloat16"}
+
+// withTorchDType sets config.json's torch_dtype to the dtype actually
+// written, so that transformers loads the weights as they are stored.
+func withTorchDType(cfg []byte, dt safetensors.DType) ([]byte, error) {
+	if cfg == nil {
+		return nil, nil
+	}
+	obj := map[string]any{}
+	dec := json.NewDecoder(bytes.NewReader(cfg))
+	dec.UseNumber()
+	if err := dec.Decode(&obj); err != nil {
+		return nil, quant.InputError(fmt.Errorf("config.json: %v", err))
+	}
+	obj["torch_dtype"] = torchDTypes[dt]
+	b, err := json.MarshalIndent(obj, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
 }

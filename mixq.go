@@ -42,9 +42,36 @@ type Options struct {
 	// Progress, when set, is called after each block with the input bytes
 	// processed since the last call.
 	Progress func(tensor string, deltaBytes int64)
+	// Notice, when set, receives one-line notices (files of the input that
+	// the output does not carry, and why).
+	Notice func(string)
 	// Rounder, when set, chooses the scales and codes of quantized
 	// tensors (see Rounder); nil means absmax round-to-nearest.
 	Rounder Rounder
+}
+
+func (o Options) notice(format string, args ...any) {
+	if o.Notice != nil {
+		o.Notice(fmt.Sprintf(format, args...))
+	}
+}
+
+// companions plans the copy of the input's non-weight files (tokenizer,
+// generation config, chat template, ...) into an output, and reports the
+// files it leaves out.
+func companions(ck *checkpoint.Checkpoint, opt Options) ([]shards.Extra, error) {
+	carry, skipped, err := ck.Companions()
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range skipped {
+		opt.notice("not carried into the output: %s: %s", s.Name, s.Why)
+	}
+	extra := make([]shards.Extra, len(carry))
+	for i, c := range carry {
+		extra[i] = shards.Extra{Name: c.Name, Src: c.Path, Size: c.Size}
+	}
+	return extra, nil
 }
 
 func (o Options) backend() quant.Backend {
@@ -90,12 +117,21 @@ func PlanQuantization(ck *checkpoint.Checkpoint, opt Options) (*qformat.Plan, er
 	if shard == 0 {
 		shard = DefaultMaxShardSize
 	}
-	return qformat.Build(inputs, pol.Decide, qformat.Options{
+	p, err := qformat.Build(inputs, pol.Decide, qformat.Options{
 		GroupSize:    opt.GroupSize,
 		MaxShardSize: shard,
 		Config:       ck.Config,
 		PolicyName:   pol.Name(),
 	})
+	if err != nil {
+		return nil, err
+	}
+	// The tokenizer and the other non-weight files go along, and count in
+	// the estimate like every other byte written.
+	if p.Layout.Extra, err = companions(ck, opt); err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // Result reports a finished quantization.

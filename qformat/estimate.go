@@ -1,6 +1,7 @@
 package qformat
 
 import (
+	"github.com/mixq/mixq/internal/safeout"
 	"github.com/mixq/mixq/policy"
 	"github.com/mixq/mixq/quant"
 )
@@ -31,12 +32,18 @@ type Estimate struct {
 	// TensorBytes is the data of all output tensors (codes, scales, kept
 	// and float tensors); OverheadBytes is everything else that is written:
 	// safetensors headers with their metadata, the shard index, config.json.
-	TensorBytes   int64       `json:"tensor_bytes"`
-	OverheadBytes int64       `json:"overhead_bytes"`
-	GroupSize     int         `json:"group_size"`
-	Files         []FileSize  `json:"files"`
-	ByPrecision   []Breakdown `json:"by_precision"`
-	ByComponent   []Breakdown `json:"by_component"`
+	TensorBytes   int64 `json:"tensor_bytes"`
+	OverheadBytes int64 `json:"overhead_bytes"`
+	// CarriedBytes are the input's non-weight files copied along (the
+	// tokenizer, generation_config.json, ...). They are in
+	// MixedPrecisionBytes, which is what the disk will hold, but not in
+	// CompressionRatio or BitsPerWeight, which measure the weights: FP32
+	// has the same tokenizer.
+	CarriedBytes int64       `json:"carried_bytes"`
+	GroupSize    int         `json:"group_size"`
+	Files        []FileSize  `json:"files"`
+	ByPrecision  []Breakdown `json:"by_precision"`
+	ByComponent  []Breakdown `json:"by_component"`
 }
 
 // FileSize is one planned file.
@@ -76,12 +83,16 @@ func (p *Plan) Estimate(target float64) *Estimate {
 	}
 	e.FP32Bytes = 4 * e.TotalParameters
 	e.MixedPrecisionBytes = p.Layout.TotalBytes()
-	e.OverheadBytes = e.MixedPrecisionBytes - e.TensorBytes
-	if e.MixedPrecisionBytes > 0 {
-		e.CompressionRatio = float64(e.FP32Bytes) / float64(e.MixedPrecisionBytes)
+	for _, x := range p.Layout.Extra {
+		e.CarriedBytes += x.Size
+	}
+	model := e.MixedPrecisionBytes - e.CarriedBytes
+	e.OverheadBytes = model - e.TensorBytes
+	if model > 0 {
+		e.CompressionRatio = float64(e.FP32Bytes) / float64(model)
 	}
 	if e.TotalParameters > 0 {
-		e.BitsPerWeight = float64(8*e.MixedPrecisionBytes) / float64(e.TotalParameters)
+		e.BitsPerWeight = float64(8*model) / float64(e.TotalParameters)
 	}
 	e.MeetsTarget = e.CompressionRatio >= target
 	for _, s := range p.Layout.Shards {
@@ -93,6 +104,10 @@ func (p *Plan) Estimate(target float64) *Estimate {
 	if p.Layout.Config != nil {
 		e.Files = append(e.Files, FileSize{"config.json", int64(len(p.Layout.Config))})
 	}
+	for _, x := range p.Layout.Extra {
+		e.Files = append(e.Files, FileSize{x.Name, x.Size})
+	}
+	e.Files = append(e.Files, FileSize{safeout.MarkerName, safeout.MarkerSize})
 	order := []string{}
 	for _, q := range quant.Precisions {
 		order = append(order, q.String())

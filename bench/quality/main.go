@@ -145,7 +145,10 @@ func measure(path, work string, nseq, seqLen int) ([]row, error) {
 			return row{}, err
 		}
 		log.Printf("%s: %s: %d bytes, mean KL %.5f", path, name, res.WrittenBytes, r.KLMean)
-		return row{name: name, bytes: res.WrittenBytes, ratio: float64(fp32) / float64(res.WrittenBytes), res: r}, nil
+		// The tokenizer files carried along are not model bytes: FP32 has
+		// them too.
+		model := res.WrittenBytes - res.Estimate.CarriedBytes
+		return row{name: name, bytes: model, ratio: float64(fp32) / float64(model), res: r}, nil
 	}
 	for i, v := range variants {
 		var rules []policy.Rule

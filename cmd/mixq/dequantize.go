@@ -47,7 +47,7 @@ func newDequantizeCmd() *cobra.Command {
 				total += 4 * e.NumElements()
 			}
 			p := &tensorProgress{bar: newProgress(c.ErrOrStderr(), total, "dequantize"), label: "dequantize", total: len(m.Entries)}
-			err = mixq.Dequantize(c.Context(), m, out, dt, mixq.Options{Backend: be, Force: force, MaxShardSize: shard, Progress: p.add})
+			err = mixq.Dequantize(c.Context(), m, out, dt, mixq.Options{Backend: be, Force: force, MaxShardSize: shard, Progress: p.add, Notice: notice})
 			p.finish()
 			if err != nil {
 				return err

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/mixq/mixq"
 	"github.com/mixq/mixq/internal/safeout"
 )
@@ -34,3 +36,6 @@ func (f *importanceFlags) inputs() []string {
 func (f *planFlags) inputs() []string {
 	return append([]string{f.rulesFile}, f.imp.inputs()...)
 }
+
+// notice prints a one-line notice from the pipeline on stderr.
+func notice(s string) { fmt.Fprintf(notices, "mixq: notice: %s\n", s) }

@@ -168,7 +168,7 @@ func (f *planFlags) options(c *cobra.Command, ck *checkpoint.Checkpoint) (mixq.O
 	if err != nil {
 		return mixq.Options{}, nil, err
 	}
-	opt := mixq.Options{GroupSize: f.groupSize, MaxShardSize: shard, Backend: be}
+	opt := mixq.Options{GroupSize: f.groupSize, MaxShardSize: shard, Backend: be, Notice: notice}
 	if f.policy == "static" {
 		opt.Policy = mixq.StaticPolicy(ck, user)
 		return opt, nil, nil

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mixq/mixq/internal/fault"
+	"github.com/mixq/mixq/internal/safeout"
 	"github.com/mixq/mixq/quant"
 )
 
@@ -42,6 +43,7 @@ kept for sensitive tensors, chosen per tensor by a policy.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	notices = stderr
+	safeout.Notice = func(msg string) { fmt.Fprintln(stderr, "mixq: "+msg) }
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(
 		newQuantizeCmd(),
