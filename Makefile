@@ -12,8 +12,11 @@ FUZZTIME ?= 15s
 
 all: build
 
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null)
+LDFLAGS := -X main.buildVersion=$(VERSION)
+
 build:
-	$(GO) build -o $(BIN) ./cmd/mixq
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/mixq
 
 # The quick start: synthesize the seed design's model (12 layers, d_model 512,
 # 8 experts, vocab 30000), estimate, quantize, inspect, and print the sizes.

@@ -33,6 +33,7 @@ for the importance analysis.`,
 				}
 				pf.targetRatio = target
 			}
+			pf.headersOnly = true
 			p, err := pf.plan(c, args[0])
 			if err != nil {
 				return err

@@ -35,6 +35,9 @@ type planFlags struct {
 	lowRatio     float64
 	targetRatio  float64
 	targetBPW    float64
+	// headersOnly is set by commands that only plan (estimate): with the
+	// static policy they need no backend.
+	headersOnly bool
 }
 
 func (f *planFlags) register(c *cobra.Command) {
@@ -164,9 +167,13 @@ func (f *planFlags) options(c *cobra.Command, ck *checkpoint.Checkpoint) (mixq.O
 	if err != nil {
 		return mixq.Options{}, nil, usagef("--max-shard-size: %v", err)
 	}
-	be, err := openBackend(f.backend)
-	if err != nil {
-		return mixq.Options{}, nil, err
+	// A static estimate reads headers alone and runs no kernel, so it
+	// opens no backend (and prints no notice about one).
+	var be quant.Backend
+	if f.policy != "static" || !f.headersOnly {
+		if be, err = openBackend(f.backend); err != nil {
+			return mixq.Options{}, nil, err
+		}
 	}
 	opt := mixq.Options{GroupSize: f.groupSize, MaxShardSize: shard, Backend: be, Notice: notice}
 	if f.policy == "static" {
@@ -261,6 +268,7 @@ func (f *planFlags) plan(c *cobra.Command, path string) (*planned, error) {
 			if f.explain {
 				printExplain(c.ErrOrStderr(), p.plan)
 			}
+			f.warnPlan(c.ErrOrStderr(), ck, p.plan)
 			return p, nil
 		}
 	}

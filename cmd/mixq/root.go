@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -40,6 +42,8 @@ kept for sensitive tensors, chosen per tensor by a policy.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.Version = version()
+	root.SetVersionTemplate("mixq {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	notices = stderr
@@ -58,7 +62,72 @@ kept for sensitive tensors, chosen per tensor by a policy.`,
 		newDevicesCmd(),
 		newExportCmd(),
 	)
+	for _, c := range root.Commands() {
+		if ex, ok := examples[c.Name()]; ok && c.Example == "" {
+			c.Example = ex
+		}
+	}
 	return root
+}
+
+// examples shows each command at work, in --help.
+var examples = map[string]string{
+	"quantize": `  mixq quantize models/llama -o models/llama-mixq
+  mixq quantize models/llama -o models/llama-6x --policy budget --target-ratio 6 --calib-tokens calib.json
+  mixq quantize models/llama -o models/llama-dyn --policy dynamic --calib-sample 16 --report reports/llama`,
+	"estimate": `  mixq estimate models/llama
+  mixq estimate models/llama --policy budget --target-ratio 6 --json`,
+	"inspect": `  mixq inspect models/llama-mixq
+  mixq inspect models/llama/model.safetensors --json`,
+	"dequantize": `  mixq dequantize models/llama-mixq -o models/llama-back --dtype bf16`,
+	"synth": `  mixq synth --list
+  mixq synth --preset tiny-moe --seed 7 -o /tmp/tiny-moe`,
+	"bench": `  mixq bench --quick
+  mixq bench --backend cpu --json > bench.json`,
+	"eval": `  mixq eval --model models/llama --quantized models/llama-mixq --tokens eval_tokens.json
+  mixq eval --model models/llama --sample 8 --seq-len 128 --seed 1 --json`,
+	"calibrate": `  mixq calibrate models/llama --tokens calib_tokens.json -o calib.safetensors --format stats`,
+	"analyze": `  mixq analyze models/llama --calib calib.safetensors -o importance.json`,
+	"devices": `  mixq devices
+  mixq devices --json`,
+	"export": `  mixq export models/llama-mixq -o llama.gguf --format gguf
+  mixq export models/llama-mixq -o llama-ct --format compressed-tensors`,
+}
+
+// buildVersion is set by make build (-ldflags -X main.buildVersion=...,
+// from git describe), for builds where the toolchain records no VCS
+// information (-buildvcs=false).
+var buildVersion string
+
+// version is the module version and VCS revision the binary was built
+// from, as the Go toolchain records them.
+func version() string {
+	if buildVersion != "" {
+		return buildVersion + " " + runtime.Version()
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(unknown build)"
+	}
+	v := bi.Main.Version
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = "+modified"
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev != "" {
+		v += " " + rev + modified
+	}
+	return v + " " + bi.GoVersion
 }
 
 // run executes the command line and returns the process exit code.
