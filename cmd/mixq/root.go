@@ -87,7 +87,7 @@ var examples = map[string]string{
 	"eval": `  mixq eval --model models/llama --quantized models/llama-mixq --tokens eval_tokens.json
   mixq eval --model models/llama --sample 8 --seq-len 128 --seed 1 --json`,
 	"calibrate": `  mixq calibrate models/llama --tokens calib_tokens.json -o calib.safetensors --format stats`,
-	"analyze": `  mixq analyze models/llama --calib calib.safetensors -o importance.json`,
+	"analyze":   `  mixq analyze models/llama --calib calib.safetensors -o importance.json`,
 	"devices": `  mixq devices
   mixq devices --json`,
 	"export": `  mixq export models/llama-mixq -o llama.gguf --format gguf
