@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# make llama-perplexity: llama.cpp's own perplexity of minillama's GGUF
+# exports against mixq's on the same tokens and the same scored positions.
+#
+#   1. build llama.cpp's llama-perplexity and llama-tokenize, CPU only, from
+#      the source scripts/install-gguf-py.sh fetched ($MIXQ_LLAMA_CPP);
+#   2. export minillama as an all-F32 GGUF and as GGUFs of the static policy
+#      (INT8, group 128) and of all-INT4 group 64;
+#   3. llama-perplexity -c 256 on eval.txt for each;
+#   4. mixq on the same chunks (llama-tokenize's ids, BOS first) and the same
+#      positions (the second half of each chunk, as llama-perplexity scores):
+#      the original model for F32, the dequantized checkpoint (the floats
+#      `mixq eval --quantized` decodes) for the quantized exports;
+#   5. require |Δ| < 0.1% for F32 and < 1% for the quantized exports
+#      (llama.cpp quantizes activations to Q8 for Q4_0/Q8_0 matmuls, so it
+#      cannot be exact).
+# About 10 minutes to build on 2 cores, a minute to run. Needs cmake, g++,
+# python3-numpy.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LLAMA="${MIXQ_LLAMA_CPP:-$HOME/.cache/mixq/llama.cpp}"
+MODEL="${MINILLAMA:-../shared/testdata/minillama}"
+PY="${MIXQ_PYTHON:-/usr/bin/python3}"
+NCTX=256
+THREADS="${THREADS:-2}"
+
+[ -f "$LLAMA/CMakeLists.txt" ] || scripts/install-gguf-py.sh
+command -v cmake >/dev/null || { echo "llama-perplexity: needs cmake (apt-get install cmake)"; exit 1; }
+BUILD="$LLAMA/build-cpu"
+if [ ! -x "$BUILD/bin/llama-perplexity" ] || [ ! -x "$BUILD/bin/llama-tokenize" ]; then
+  cmake -S "$LLAMA" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF -DGGML_OPENMP=OFF >/dev/null
+  cmake --build "$BUILD" --target llama-perplexity llama-tokenize -j"$THREADS"
+fi
+go build -o bin/mixq ./cmd/mixq
+MIXQ=bin/mixq
+W="$(mktemp -d)"
+trap 'rm -rf "$W"' EXIT
+
+# Quantize (mixq layout) and export each variant.
+declare -A FLAGS=([f32]="--rule .*=f32" [static]="" [int4-g64]="--rule .*=int4 --group-size 64")
+for v in f32 static int4-g64; do
+  # shellcheck disable=SC2086
+  $MIXQ quantize "$MODEL" -o "$W/$v" ${FLAGS[$v]} >/dev/null 2>&1
+  $MIXQ export "$W/$v" -o "$W/$v.gguf" --format gguf --tokenizer-dir "$MODEL" >/dev/null
+done
+
+# llama.cpp's tokens of eval.txt, cut as llama-perplexity cuts them.
+"$BUILD/bin/llama-tokenize" -m "$W/f32.gguf" -f "$MODEL/eval.txt" --ids --log-disable > "$W/ids.txt" 2>/dev/null
+"$PY" scripts/llama_ppl.py chunks "$W/ids.txt" $NCTX 1 "$W/chunks.json"
+NCHUNK="$("$PY" -c "import json,sys; print(len(json.load(open(sys.argv[1]))['sequences']))" "$W/chunks.json")"
+VOCAB=2048
+
+printf '%-10s %12s %12s %9s %s\n' export llama.cpp mixq delta limit > "$W/table"
+fail=0
+for v in f32 static int4-g64; do
+  llama="$("$BUILD/bin/llama-perplexity" -m "$W/$v.gguf" -f "$MODEL/eval.txt" -c $NCTX -b $NCTX \
+    --chunks "$NCHUNK" -t "$THREADS" 2>&1 | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p')"
+  ref="$MODEL"
+  if [ "$v" != f32 ]; then
+    $MIXQ dequantize "$W/$v" -o "$W/$v-deq" >/dev/null 2>&1
+    ref="$W/$v-deq"
+  fi
+  $MIXQ eval --model "$ref" --tokens "$W/chunks.json" --logits-out "$W/$v.logits" >/dev/null 2>&1
+  mine="$("$PY" scripts/llama_ppl.py ppl "$W/$v.logits" "$W/chunks.json" $VOCAB)"
+  limit=1.0; [ "$v" = f32 ] && limit=0.1
+  delta="$("$PY" -c "print(f'{100*(float(\"$llama\")/float(\"$mine\")-1):+.4f}')")"
+  ok="$("$PY" -c "print(abs(float(\"$delta\")) < $limit)")"
+  [ "$ok" = True ] || fail=1
+  printf '%-10s %12s %12s %8s%% <%s%%\n' "$v" "$llama" "$mine" "$delta" "$limit" >> "$W/table"
+done
+echo "minillama eval.txt, $NCHUNK chunks of $NCTX tokens, second half of each scored"
+cat "$W/table"
+exit $fail
