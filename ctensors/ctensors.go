@@ -383,4 +383,3 @@ func unpack(dst []int8, row []byte, p quant.Precision) {
 		dst[i] = int8(b<<4) >> 4
 	}
 }
-
