@@ -7,7 +7,7 @@ PLUGIN  := bin/mixq-cuda.so
 DEMO    := demo
 FUZZTIME ?= 15s
 
-.PHONY: all build demo test vet unit race fuzz bench bench-cli memtest quality clean \
+.PHONY: all build demo test vet unit race fuzz bench bench-cli memtest quality clean llama-perplexity \
 	ptx ptx-check sim-kernels cuda-check plugin cuda gpu-check gpu-check-build
 
 all: build
@@ -51,6 +51,14 @@ fuzz:
 # and a synthetic MoE (about 8 minutes on 2 cores).
 quality:
 	$(GO) run ./bench/quality -o bench/QUALITY.md
+
+# llama.cpp's perplexity of minillama's GGUF exports (F32, static INT8,
+# INT4 group 64) against mixq's on the same tokens and positions: builds
+# llama-perplexity CPU-only from the source scripts/install-gguf-py.sh
+# fetches (about 10 minutes on 2 cores the first time; needs cmake).
+# Not part of `make test`. Figures: docs/EXPORT.md.
+llama-perplexity:
+	scripts/llama-perplexity.sh
 
 # Kernel benchmarks with the memory-copy baseline in the same run.
 bench:
