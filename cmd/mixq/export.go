@@ -10,6 +10,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mixq/mixq"
+	"github.com/mixq/mixq/checkpoint"
+	"github.com/mixq/mixq/ctensors"
 	"github.com/mixq/mixq/ggufexport"
 	"github.com/mixq/mixq/internal/safeout"
 	"github.com/mixq/mixq/qformat"
@@ -240,4 +242,72 @@ func estimateFormat(c *cobra.Command, path string, plan *qformat.Plan, config []
 	}
 	fmt.Fprintf(c.OutOrStdout(), "%s bytes %d (%s)\n", ef.format, est.Bytes, human(est.Bytes))
 	return true, nil
+}
+
+// quantizeForeign is quantize --format gguf|compressed-tensors: the
+// checkpoint is quantized into a temporary mixq directory beside out
+// (safeout's temporary, swept if the process dies), exported from it with
+// the same codes, and the temporary removed. The foreign output is planned
+// first, so an unsupported architecture or a bad tokenizer fails before
+// any quantization work.
+func quantizeForeign(c *cobra.Command, ck *checkpoint.Checkpoint, plan *qformat.Plan, opt mixq.Options, in, out string, ef *exportFlags, force bool) error {
+	var gx *ggufexport.Export
+	var cx *ctensors.Export
+	var err error
+	switch ef.format {
+	case formatGGUF:
+		gx, err = ggufexport.Plan(ck.Config, ggufexport.SourcesOfPlan(plan), ef.ggufOptions(in))
+	case formatCT:
+		cx, err = planCompressedTensors(in, ck.Config, ctensorsOfPlan(plan), ef)
+	default:
+		return usagef("--format %q: want mixq|%s", ef.format, formatChoice)
+	}
+	if err != nil {
+		return err
+	}
+	tmp, err := safeout.NewDir(filepath.Clean(out) + ".mixq")
+	if err != nil {
+		return err
+	}
+	defer tmp.Abort()
+	q := filepath.Join(tmp.Path(), "mixq")
+	opt.Force = false
+	if _, err := mixq.Quantize(c.Context(), ck, plan, q, opt); err != nil {
+		return err
+	}
+	m, err := mixq.OpenQuantized(q)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	var notes []string
+	var size int64
+	switch {
+	case gx != nil:
+		notes, size = gx.Notices, gx.Layout.Size
+	case cx != nil:
+		notes, size = cx.Notices, cx.Layout.TotalBytes()
+	}
+	for _, n := range notes {
+		fmt.Fprintf(notices, "mixq: %s\n", n)
+	}
+	bar := newProgress(c.ErrOrStderr(), size, "export "+ef.format)
+	add := func(n int64) {
+		if bar != nil {
+			bar.Add64(n)
+		}
+	}
+	if gx != nil {
+		err = gx.Write(c.Context(), m, out, add)
+	} else {
+		err = cx.Write(c.Context(), m, out, force, func(_ string, n int64) { add(n) })
+	}
+	if bar != nil {
+		bar.Finish()
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.OutOrStdout(), "wrote %s (%s) with policy %s: %d bytes (%s)\n", out, ef.format, opt.Policy.Name(), size, human(size))
+	return nil
 }
