@@ -47,7 +47,7 @@ for the importance analysis.`,
 			case pf.targetBPW > 0:
 				compare = 32 / pf.targetBPW
 			}
-			if done, err := estimateFormat(c, args[0], plan, p.ck.Config, asJSON); done {
+			if done, err := estimateFormat(c, args[0], plan, p.ck, asJSON); done {
 				return err
 			}
 			est := plan.Estimate(compare)

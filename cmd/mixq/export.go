@@ -210,7 +210,7 @@ type foreignEstimate struct {
 
 // estimateFormat reports the exact size of the output in --format when it
 // is not mixq's own; done is false for --format mixq.
-func estimateFormat(c *cobra.Command, path string, plan *qformat.Plan, config []byte, asJSON bool) (done bool, err error) {
+func estimateFormat(c *cobra.Command, path string, plan *qformat.Plan, ck *checkpoint.Checkpoint, asJSON bool) (done bool, err error) {
 	ef, err := formatFlags(c)
 	if err != nil || ef.format == formatMixq {
 		return err != nil, err
@@ -218,7 +218,7 @@ func estimateFormat(c *cobra.Command, path string, plan *qformat.Plan, config []
 	est := foreignEstimate{Format: ef.format}
 	switch ef.format {
 	case formatGGUF:
-		x, err := ggufexport.Plan(config, ggufexport.SourcesOfPlan(plan), ef.ggufOptions(path))
+		x, err := ggufexport.Plan(ck.Config, ggufexport.SourcesOfPlan(plan), ef.ggufOptions(path))
 		if err != nil {
 			return true, err
 		}
@@ -228,7 +228,7 @@ func estimateFormat(c *cobra.Command, path string, plan *qformat.Plan, config []
 			est.Tensors[t.Type.String()]++
 		}
 	case formatCT:
-		x, err := planCompressedTensors(path, config, ctensorsOfPlan(plan), ef)
+		x, err := planCompressedTensors(ck, ctensorsOfPlan(plan), ef)
 		if err != nil {
 			return true, err
 		}
@@ -258,7 +258,7 @@ func quantizeForeign(c *cobra.Command, ck *checkpoint.Checkpoint, plan *qformat.
 	case formatGGUF:
 		gx, err = ggufexport.Plan(ck.Config, ggufexport.SourcesOfPlan(plan), ef.ggufOptions(in))
 	case formatCT:
-		cx, err = planCompressedTensors(in, ck.Config, ctensorsOfPlan(plan), ef)
+		cx, err = planCompressedTensors(ck, ctensorsOfPlan(plan), ef)
 	default:
 		return usagef("--format %q: want mixq|%s", ef.format, formatChoice)
 	}

@@ -6,9 +6,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mixq/mixq"
+	"github.com/mixq/mixq/checkpoint"
 	"github.com/mixq/mixq/ctensors"
 	"github.com/mixq/mixq/qformat"
 	"github.com/mixq/mixq/quant"
+	"github.com/mixq/mixq/shards"
 )
 
 // ctensorsOf lists the tensors of an open mixq checkpoint.
@@ -29,19 +31,39 @@ func ctensorsOfPlan(p *qformat.Plan) []ctensors.Tensor {
 	return t
 }
 
-// planCompressedTensors plans the directory for the checkpoint at path,
-// with the non-weight files beside it (and in --tokenizer-dir) copied in.
-func planCompressedTensors(path string, config []byte, ts []ctensors.Tensor, ef *exportFlags) (*ctensors.Export, error) {
-	extra, err := ctensors.Companions(checkpointDir(path), ef.tokenizerDir)
+// planCompressedTensors plans the directory for checkpoint ck (the mixq
+// output for export, the input for estimate and quantize), carrying its
+// non-weight files (checkpoint.Companions, as quantize does) and those of
+// --tokenizer-dir that it lacks.
+func planCompressedTensors(ck *checkpoint.Checkpoint, ts []ctensors.Tensor, ef *exportFlags) (*ctensors.Export, error) {
+	carry, skipped, err := ck.Companions()
 	if err != nil {
 		return nil, quant.InputError(err)
 	}
-	return ctensors.Plan(config, ts, ctensors.Options{MaxShardSize: mixq.DefaultMaxShardSize, Extra: extra})
+	for _, s := range skipped {
+		fmt.Fprintf(notices, "mixq: not carried into the output: %s: %s\n", s.Name, s.Why)
+	}
+	extra := make([]shards.Extra, len(carry))
+	have := map[string]bool{}
+	for i, c := range carry {
+		extra[i] = shards.Extra{Name: c.Name, Src: c.Path, Size: c.Size}
+		have[c.Name] = true
+	}
+	more, err := ctensors.Companions(ef.tokenizerDir)
+	if err != nil {
+		return nil, quant.InputError(err)
+	}
+	for _, e := range more {
+		if !have[e.Name] {
+			extra = append(extra, e)
+		}
+	}
+	return ctensors.Plan(ck.Config, ts, ctensors.Options{MaxShardSize: mixq.DefaultMaxShardSize, Extra: extra})
 }
 
 // exportCompressedTensors writes m as a compressed-tensors directory.
 func exportCompressedTensors(c *cobra.Command, m *qformat.Model, path, out string, ef *exportFlags, force bool) error {
-	x, err := planCompressedTensors(path, m.Checkpoint.Config, ctensorsOf(m), ef)
+	x, err := planCompressedTensors(m.Checkpoint, ctensorsOf(m), ef)
 	if err != nil {
 		return err
 	}
