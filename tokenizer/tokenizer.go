@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/mixq/mixq/quant"
@@ -65,7 +66,9 @@ func Load(dir string, vocabSize int) (*Vocab, error) {
 	tj := filepath.Join(dir, "tokenizer.json")
 	switch {
 	case exists(spm):
-		v, err = loadSentencePiece(spm)
+		if v, err = loadSentencePiece(spm); err == nil {
+			err = v.addedTokens(dir, vocabSize)
+		}
 	case exists(tj):
 		v, err = loadTokenizerJSON(tj)
 	default:
@@ -86,6 +89,71 @@ func Load(dir string, vocabSize int) (*Vocab, error) {
 func exists(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && !st.IsDir()
+}
+
+// addedTokens applies added_tokens.json and tokenizer_config.json's
+// added_tokens_decoder to a SentencePiece vocabulary, as
+// convert_hf_to_gguf.py does: score -1000, CONTROL when special, else
+// USER_DEFINED. Ids at or beyond n (the embedding's rows) are ignored.
+func (v *Vocab) addedTokens(dir string, n int) error {
+	put := func(id int, text string, special bool) {
+		if id < 0 || (n > 0 && id >= n) {
+			return
+		}
+		for len(v.Tokens) <= id {
+			v.Tokens = append(v.Tokens, fmt.Sprintf("[PAD%d]", len(v.Tokens)))
+			v.Scores = append(v.Scores, -1000)
+			v.Types = append(v.Types, Unused)
+		}
+		v.Tokens[id], v.Scores[id], v.Types[id] = text, -1000, UserDefined
+		if special {
+			v.Types[id] = Control
+		}
+	}
+	atPath := filepath.Join(dir, "added_tokens.json")
+	if raw, err := os.ReadFile(atPath); err == nil {
+		var m map[string]int
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return inputErr(atPath, fmt.Errorf("want an object of token ids: %v", err))
+		}
+		for text, id := range m {
+			put(id, text, false)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return inputErr(atPath, err)
+	}
+	tcPath := filepath.Join(dir, "tokenizer_config.json")
+	tc, err := readJSON(tcPath)
+	if err != nil {
+		return err
+	}
+	if raw, ok := tc["added_tokens_decoder"]; ok {
+		var dec map[string]struct {
+			Content string `json:"content"`
+			Special bool   `json:"special"`
+		}
+		if err := json.Unmarshal(raw, &dec); err != nil {
+			return inputErr(tcPath, fmt.Errorf("added_tokens_decoder: %v", err))
+		}
+		ids := make([]int, 0, len(dec))
+		for k := range dec {
+			id, err := strconv.Atoi(k)
+			if err != nil {
+				return inputErr(tcPath, fmt.Errorf("added_tokens_decoder: id %q is not a number", k))
+			}
+			ids = append(ids, id)
+		}
+		sort.Ints(ids)
+		for _, id := range ids {
+			t := dec[strconv.Itoa(id)]
+			text := t.Content
+			if !t.Special {
+				text = strings.ReplaceAll(text, "\u2581", " ") // pre-normalised spaces, as convert does
+			}
+			put(id, text, t.Special)
+		}
+	}
+	return nil
 }
 
 // fit pads the vocabulary to n tokens.

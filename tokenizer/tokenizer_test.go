@@ -155,3 +155,30 @@ func TestNoTokenizer(t *testing.T) {
 	_, err := Load(t.TempDir(), 10)
 	assert.ErrorIs(t, err, ErrNoTokenizer)
 }
+
+// Tokens added on top of a SentencePiece model (tokenizer_config.json's
+// added_tokens_decoder, added_tokens.json) take their ids, as in
+// convert_hf_to_gguf.py; the rest of the embedding is padding.
+func TestSentencePieceAddedTokens(t *testing.T) {
+	src := filepath.Join("..", "..", "shared", "testdata", "minillama", "tokenizer.model")
+	raw, err := os.ReadFile(src)
+	if err != nil {
+		t.Skipf("minillama not available: %v", err)
+	}
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tokenizer.model"), raw, 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(`{"added_tokens_decoder": {
+	  "2049": {"content": "<|im_end|>", "special": true}, "1": {"content": "<s>", "special": true}},
+	  "eos_token": "<|im_end|>"}`), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "added_tokens.json"), []byte(`{"hello▁world": 2050, "beyond": 9999}`), 0o644))
+	v, err := Load(dir, 2052)
+	require.NoError(t, err)
+	require.Len(t, v.Tokens, 2052)
+	assert.Equal(t, []string{"[PAD2048]", "<|im_end|>", "hello▁world", "[PAD2051]"}, v.Tokens[2048:])
+	assert.Equal(t, []int32{Unused, Control, UserDefined, Unused}, v.Types[2048:])
+	assert.Equal(t, 2049, v.EOS, "eos from its string in tokenizer_config.json")
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "added_tokens.json"), []byte(`[1]`), 0o644))
+	_, err = Load(dir, 2052)
+	assert.ErrorContains(t, err, filepath.Join(dir, "added_tokens.json"))
+}
