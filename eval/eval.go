@@ -131,20 +131,18 @@ func EvaluateContext(ctx context.Context, ref, q *model.Model, seqs [][]int, opt
 		// Group by length: one Forward call needs equal lengths.
 		for _, grp := range GroupByLength(seqs[lo:hi]) {
 			T := len(grp[0].Tokens)
-			lr, dr, err := run(ctx, ref, grp)
+			lr, dr, err := run(ctx, ref, grp, progress)
 			if err != nil {
 				return nil, fmt.Errorf("original model: %w", err)
 			}
 			tRef += dr
-			progress(len(grp) * T)
 			var lq []float32
 			if q != nil {
 				var dq time.Duration
-				if lq, dq, err = run(ctx, q, grp); err != nil {
+				if lq, dq, err = run(ctx, q, grp, progress); err != nil {
 					return nil, fmt.Errorf("quantized model: %w", err)
 				}
 				tQ += dq
-				progress(len(grp) * T)
 			}
 			nTok += len(grp) * T
 			for b, sq := range grp {
@@ -218,13 +216,15 @@ func GroupByLength(seqs [][]int) [][]Indexed {
 	return groups
 }
 
-// run computes the logits of a group of equal-length sequences.
-func run(ctx context.Context, m *model.Model, grp []Indexed) ([]float32, time.Duration, error) {
+// run computes the logits of a group of equal-length sequences, reporting
+// its tokens to progress layer by layer (all of them once it is done).
+func run(ctx context.Context, m *model.Model, grp []Indexed, progress func(int)) ([]float32, time.Duration, error) {
 	toks := make([][]int, len(grp))
 	for i, g := range grp {
 		toks[i] = g.Tokens
 	}
 	s := m.NewSession(len(grp), len(grp[0].Tokens))
+	s.OnLayer = model.LayerProgress(len(grp)*len(grp[0].Tokens), progress)
 	t0 := time.Now()
 	l, err := s.ForwardContext(ctx, toks, nil)
 	return l, time.Since(t0), err
@@ -279,9 +279,8 @@ func Sample(m *model.Model, n, seqLen, bos int, seed uint64) ([][]int, error) {
 // 1, starting from bos. The same seed gives the same sequences. It stops
 // when ctx is done (an error wrapping the context's), and calls progress,
 // when not nil, with the n tokens each of the seqLen−1 decoding steps
-// runs. A length past
-// the model's max_position_embeddings, or a bos outside the vocabulary, is
-// an input error.
+// runs. A length past the model's max_position_embeddings, or a bos
+// outside the vocabulary, is an input error.
 func SampleContext(ctx context.Context, m *model.Model, n, seqLen, bos int, seed uint64, progress func(deltaTokens int)) ([][]int, error) {
 	if n < 1 || seqLen < 2 {
 		return nil, quant.InputError(fmt.Errorf("sampling needs n ≥ 1 and length ≥ 2 (got %d, %d)", n, seqLen))

@@ -95,8 +95,8 @@ func TestEvaluateContextCancelled(t *testing.T) {
 	require.ErrorIs(t, err, context.Canceled)
 	assert.Zero(t, logits)
 
-	// Cancelled once the first batch of two has run: its logits are not
-	// handed out either, and nothing after it runs.
+	// Cancelled in the first pass, after its first layer: that pass stops,
+	// nothing after it runs and no logits are handed out.
 	ctx, cancel = context.WithCancel(context.Background())
 	defer cancel()
 	passes := 0

@@ -285,7 +285,7 @@ func FromModel(m *model.Model, seqs [][]int, be quant.Backend) (*CalibStats, err
 // when nil). The layer name is the weight name without ".weight"; a tied
 // head's input arrives under the embedding's name, as the model's Observer
 // reports it. progress, when not nil, receives the tokens of each sequence
-// once it has run. When ctx is done the forward pass stops (see
+// layer by layer as it runs (see model.LayerProgress). When ctx is done the forward pass stops (see
 // model.Session.ForwardContext) and the error wraps the context's.
 func FromModelContext(ctx context.Context, m *model.Model, seqs [][]int, be quant.Backend, progress func(deltaTokens int)) (*CalibStats, error) {
 	if be == nil {
@@ -303,14 +303,14 @@ func FromModelContext(ctx context.Context, m *model.Model, seqs [][]int, be quan
 			continue
 		}
 		s := m.NewSession(1, len(seq))
+		if progress != nil {
+			s.OnLayer = model.LayerProgress(len(seq), progress)
+		}
 		if _, err := s.ForwardContext(ctx, [][]int{seq}, obs); err != nil {
 			return nil, fmt.Errorf("calibration sequence %d: %w", i, err)
 		}
 		if obsErr != nil {
 			return nil, obsErr
-		}
-		if progress != nil {
-			progress(len(seq))
 		}
 	}
 	return c.End()

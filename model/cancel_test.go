@@ -118,3 +118,35 @@ func TestForwardTokenOutsideVocabularyIsInput(t *testing.T) {
 	require.ErrorIs(t, err, quant.ErrInput)
 	assert.True(t, strings.Contains(err.Error(), "token 1 of sequence 0 is 256"), err.Error())
 }
+
+// TestOnLayer: the hook sees every layer and the head, in order.
+func TestOnLayer(t *testing.T) {
+	m, err := Load(writeSynth(t, "tiny", 0), cpu.New(0))
+	require.NoError(t, err)
+	defer m.Close()
+	s := m.NewSession(1, 4)
+	var done []int
+	s.OnLayer = func(d, total int) {
+		assert.Equal(t, 3, total)
+		done = append(done, d)
+	}
+	_, err = s.Forward([][]int{{1, 2}}, nil)
+	require.NoError(t, err)
+	assert.Equal(t, []int{1, 2, 3}, done)
+}
+
+// TestLayerProgress: the tokens are handed out in shares that add up to
+// all of them, none twice.
+func TestLayerProgress(t *testing.T) {
+	var got []int
+	hook := LayerProgress(10, func(n int) { got = append(got, n) })
+	for d := 1; d <= 7; d++ {
+		hook(d, 7)
+	}
+	sum := 0
+	for _, n := range got {
+		assert.Positive(t, n)
+		sum += n
+	}
+	assert.Equal(t, 10, sum)
+}

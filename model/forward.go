@@ -24,6 +24,11 @@ type Observer func(weight string, x []float32, tokens, inFeatures int)
 // Session is the key/value cache of a batch of sequences decoded together.
 // It is not safe for concurrent use; sessions of one model are independent.
 type Session struct {
+	// OnLayer, when set, is called during Forward after each decoder layer
+	// and after the head, with done = 1, 2, ..., total = layers + 1: the
+	// fraction of the pass that is done, for progress bars.
+	OnLayer func(done, total int)
+
 	m             *Model
 	batch, maxLen int
 	pos           int
@@ -66,6 +71,20 @@ func (m *Model) NewSession(batch, maxLen int) *Session {
 		s.v[i] = make([]float32, batch*maxLen*kvd)
 	}
 	return s
+}
+
+// LayerProgress spreads the tokens of one forward pass over its layers:
+// the returned hook (for Session.OnLayer) hands progress the share
+// of tokens each layer completes, tokens in all once the pass is done.
+func LayerProgress(tokens int, progress func(deltaTokens int)) func(done, total int) {
+	sent := 0
+	return func(done, total int) {
+		n := tokens * done / total
+		if n > sent {
+			progress(n - sent)
+			sent = n
+		}
+	}
 }
 
 // Len is the number of positions each sequence of the session holds.
@@ -146,11 +165,17 @@ func (s *Session) ForwardContext(ctx context.Context, tokens [][]int, obs Observ
 		if err := s.layer(li, T, obs); err != nil {
 			return nil, err
 		}
+		if s.OnLayer != nil {
+			s.OnLayer(li+1, len(m.layers)+1)
+		}
 	}
 	rmsnorm(s.s.xn, x, m.norm, c.NormEps)
 	logits := make([]float32, n*c.Vocab)
 	if err := s.apply(m.head, logits, s.s.xn, n, obs); err != nil {
 		return nil, err
+	}
+	if s.OnLayer != nil {
+		s.OnLayer(len(m.layers)+1, len(m.layers)+1)
 	}
 	s.pos += T
 	return logits, nil

@@ -97,11 +97,11 @@ tokens.`,
 					toks[i] = g.Tokens
 				}
 				s := m.NewSession(len(toks), len(toks[0]))
+				s.OnLayer = model.LayerProgress(len(toks)*len(toks[0]), bar.add)
 				if _, err := s.ForwardContext(ctx, toks, obs); err != nil {
 					bar.end(err)
 					return err
 				}
-				bar.add(len(toks) * len(toks[0]))
 			}
 			bar.end(nil)
 			var specs []safetensors.Spec

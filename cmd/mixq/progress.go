@@ -43,7 +43,7 @@ func newCounter(stderr io.Writer, total int64, what, unit string) counter {
 	if !isTerminal(stderr) || total <= 0 {
 		return counter{}
 	}
-	return counter{progressbar.NewOptions64(total,
+	bar := progressbar.NewOptions64(total,
 		progressbar.OptionSetWriter(stderr),
 		progressbar.OptionSetDescription(what),
 		progressbar.OptionShowCount(),
@@ -53,8 +53,13 @@ func newCounter(stderr io.Writer, total int64, what, unit string) counter {
 		progressbar.OptionShowElapsedTimeOnFinish(),
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionFullWidth(),
+		progressbar.OptionSetRenderBlankState(true),
 		progressbar.OptionOnCompletion(func() { io.WriteString(stderr, "\n") }),
-	)}
+	)
+	// Start the rate's clock now: the first update may come seconds later
+	// with many items, which would otherwise count as done in no time.
+	bar.Add64(0)
+	return counter{bar}
 }
 
 func (c counter) add(n int) {
