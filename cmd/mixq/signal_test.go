@@ -132,7 +132,7 @@ func requireStoppedClean(t *testing.T, r interrupted, out string) {
 // process gets SIGINT (once SIGTERM) in the middle of each long phase:
 // the forward passes of eval, of calibrate (both formats), of sampling
 // and of the built-in calibration, and the importance analysis of
-// estimate --policy dynamic and quantize --policy budget. Each phase
+// analyze, estimate --policy dynamic and quantize --policy budget. Each phase
 // would run for many seconds more (eval of minillama's 163 sequences
 // takes about a minute on two cores; the analysis of the seed model
 // over a second), so a quick exit shows the phase itself noticed.
@@ -179,6 +179,12 @@ func TestInterruptStopsEveryLongPhase(t *testing.T) {
 		{"estimate dynamic calibrating", syscall.SIGINT, "", func(out string) []string {
 			return []string{"estimate", ml, "--policy", "dynamic", "--calib-tokens", tokens, "--backend", "cpu"}
 		}},
+		{"analyze", syscall.SIGINT, analysing, func(out string) []string {
+			return []string{"analyze", seed, "--backend", "cpu", "-o", filepath.Join(out, "importance.json")}
+		}},
+		{"quantize dynamic sampling", syscall.SIGINT, "", func(out string) []string {
+			return []string{"quantize", ml, "--policy", "dynamic", "--calib-sample", "8", "--calib-seq-len", "256", "--backend", "cpu", "-o", filepath.Join(out, "q")}
+		}},
 		{"quantize budget", syscall.SIGINT, analysing, func(out string) []string {
 			return []string{"quantize", seed, "--policy", "budget", "--target-ratio", "6", "--backend", "cpu", "-o", filepath.Join(out, "q")}
 		}},
@@ -186,6 +192,7 @@ func TestInterruptStopsEveryLongPhase(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			out := t.TempDir()
 			r := interrupt(t, bin, tc.sig, tc.ready, time.Second, tc.args(out)...)
+			t.Logf("exit %d %v after %v", r.code, tc.sig, r.took)
 			requireStoppedClean(t, r, out)
 		})
 	}
