@@ -46,6 +46,13 @@ race:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHeader$$' -fuzztime $(FUZZTIME) ./safetensors
 	$(GO) test -run '^$$' -fuzz '^FuzzQuantizeGroups$$' -fuzztime $(FUZZTIME) ./cpu
+	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./qformat
+	$(GO) test -run '^$$' -fuzz '^FuzzParseConfig$$' -fuzztime $(FUZZTIME) ./model
+	$(GO) test -run '^$$' -fuzz '^FuzzIndex$$' -fuzztime $(FUZZTIME) ./checkpoint
+	$(GO) test -run '^$$' -fuzz '^FuzzTokens$$' -fuzztime $(FUZZTIME) ./cmd/mixq
+	$(GO) test -run '^$$' -fuzz '^FuzzRules$$' -fuzztime $(FUZZTIME) ./policy
+	$(GO) test -run '^$$' -fuzz '^FuzzCalibrationFile$$' -fuzztime $(FUZZTIME) ./importance
+	$(GO) test -run '^$$' -fuzz '^FuzzGradients$$' -fuzztime $(FUZZTIME) ./importance
 
 # bench/QUALITY.md: perplexity, KL and top-1 of each policy on stories260K
 # and a synthetic MoE (about 8 minutes on 2 cores).
