@@ -261,15 +261,19 @@ func isNull(b json.RawMessage) bool {
 
 // Bounds on config.json values. They are far above any published model
 // (the largest have hidden_size 16384, intermediate_size 53248, vocab_size
-// 256000, head_dim 256, 126 layers, 128 heads and 256 experts) and low
+// 256000, head_dim 256, 126 layers, 128 heads and 384 experts) and low
 // enough that the product of any two sizes fits in an int64, so the
 // shapes computed from them cannot wrap around. The sizes are checked
 // against the tensors before anything is allocated (see Load).
 const (
 	// MaxSize bounds hidden_size, intermediate_size, vocab_size and head_dim.
 	MaxSize = 1 << 24
-	// MaxCount bounds num_hidden_layers, the head counts and num_local_experts.
+	// MaxCount bounds num_hidden_layers and the head counts.
 	MaxCount = 1 << 16
+	// MaxExperts bounds num_local_experts (the largest published models
+	// have 384): readers size per-layer tables by it before they can see
+	// which experts the checkpoint holds.
+	MaxExperts = 1 << 12
 	// MaxPositionsBound bounds max_position_embeddings, sliding_window and the
 	// llama3 original_max_position_embeddings.
 	MaxPositionsBound = 1 << 31
@@ -325,8 +329,8 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("a %s model has no experts, got %d", c.Arch, c.Experts))
 		}
 	case ArchMixtral:
-		if c.Experts > MaxCount {
-			errs = append(errs, fmt.Errorf("num_local_experts must be at most %d, got %d", MaxCount, c.Experts))
+		if c.Experts > MaxExperts {
+			errs = append(errs, fmt.Errorf("num_local_experts must be at most %d, got %d", MaxExperts, c.Experts))
 		} else if c.Experts <= 0 || c.ExpertsPerToken <= 0 || c.ExpertsPerToken > c.Experts {
 			errs = append(errs, fmt.Errorf("need 1 ≤ num_experts_per_tok ≤ num_local_experts, got %d of %d", c.ExpertsPerToken, c.Experts))
 		}

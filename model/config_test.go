@@ -270,6 +270,7 @@ func TestParseConfigRefusesHostileValues(t *testing.T) {
 		{map[string]any{"rope_scaling": map[string]any{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0,
 			"high_freq_factor": 1.0, "original_max_position_embeddings": 8192}}, "low_freq_factor < high_freq_factor"},
 		{map[string]any{"model_type": "mixtral", "num_local_experts": int64(1) << 40}, "num_local_experts must be at most"},
+		{map[string]any{"model_type": "mixtral", "num_local_experts": 5000}, "num_local_experts must be at most 4096"},
 		{map[string]any{"model_type": "mixtral", "num_local_experts": 4, "num_experts_per_tok": 0}, "num_experts_per_tok"},
 	} {
 		obj := map[string]any{}
@@ -313,8 +314,8 @@ func TestLoadChecksConfigAgainstTensorsFirst(t *testing.T) {
 			"model.embed_tokens.weight", "hidden_size 16777216"},
 		{"experts", func(c map[string]any) {
 			c["architectures"] = []string{"MixtralForCausalLM"}
-			c["num_local_experts"] = 60000
-		}, "model.layers.0.block_sparse_moe.gate.weight", "num_local_experts 60000"},
+			c["num_local_experts"] = 4000
+		}, "model.layers.0.block_sparse_moe.gate.weight", "num_local_experts 4000"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Load(copyStories(t, tc.edit), nil)

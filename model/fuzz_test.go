@@ -78,7 +78,7 @@ func FuzzParseConfig(f *testing.F) {
 		for _, v := range []int{c.Layers, c.Heads, c.KVHeads} {
 			require.True(t, v > 0 && v <= MaxCount, "%+v", c)
 		}
-		require.LessOrEqual(t, c.Experts, MaxCount)
+		require.LessOrEqual(t, c.Experts, MaxExperts)
 		if c.HeadDim <= 1<<12 { // larger tables are valid but slow to fuzz
 			inv := c.InvFreq()
 			require.Len(t, inv, c.HeadDim/2)
