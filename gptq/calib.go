@@ -66,18 +66,38 @@ func Sequential(ctx context.Context, m *model.Model, seqs [][]int, opt CalibOpti
 	if err != nil {
 		return nil, err
 	}
+	// Layers after the last one with a target (when the head is not one
+	// either) need not run at all.
+	head := m.HeadName()
+	_, headDone := out[head]
+	_, headTarget := opt.Target(head)
+	layers := m.Layers()
+	if headDone || !headTarget {
+		layers = 0
+		for li := range m.Layers() {
+			for _, stage := range m.Stages(li) {
+				for _, name := range stage {
+					if _, ok := opt.Target(name); ok {
+						layers = li + 1
+					}
+				}
+			}
+		}
+	}
 	total, done := 0, 0
-	for li := range m.Layers() {
+	for li := range layers {
 		total += (len(m.Stages(li)) + 1) * st.Sequences()
 	}
-	total += st.Sequences()
+	if !headDone && headTarget {
+		total += st.Sequences()
+	}
 	tick := func() {
 		done++
 		if opt.Progress != nil {
 			opt.Progress(done, total)
 		}
 	}
-	for li := range m.Layers() {
+	for li := range layers {
 		for _, stage := range m.Stages(li) {
 			c := newCollector(stage, opt.Workers)
 			if err := st.Layer(ctx, li, stage[len(stage)-1], false, c.observe, func() { c.next(); tick() }); err != nil {
@@ -96,9 +116,8 @@ func Sequential(ctx context.Context, m *model.Model, seqs [][]int, opt CalibOpti
 			return nil, err
 		}
 	}
-	head := m.HeadName()
-	if _, ok := out[head]; !ok {
-		if _, ok := opt.Target(head); ok {
+	if !headDone {
+		if headTarget {
 			c := newCollector([]string{head}, opt.Workers)
 			if err := st.Head(ctx, func(w string, x []float32, tokens, in int) { c.observe(w, x, tokens, in); c.next(); tick() }); err != nil {
 				return nil, err

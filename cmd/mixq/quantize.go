@@ -17,6 +17,7 @@ import (
 func newQuantizeCmd() *cobra.Command {
 	var (
 		pf        planFlags
+		rf        roundingFlags
 		out       string
 		reportDir string
 		force     bool
@@ -44,6 +45,9 @@ temporary name and renamed when complete.`,
 			}
 			defer p.ck.Close()
 			ck, opt, plan := p.ck, p.opt, p.plan
+			if opt.Rounder, err = rf.rounder(c, args[0], p, &pf.imp); err != nil {
+				return err
+			}
 			var inBytes int64
 			for _, t := range ck.Tensors {
 				inBytes += int64(len(t.Raw()))
@@ -98,6 +102,7 @@ temporary name and renamed when complete.`,
 		},
 	}
 	pf.register(c)
+	rf.register(c)
 	c.Flags().StringVarP(&out, "output", "o", "", "output directory")
 	c.Flags().StringVar(&reportDir, "report", "", "dynamic/budget: directory for report.json and charts (default OUT.report)")
 	c.Flags().BoolVar(&force, "force", false, "replace an existing output")
