@@ -1,6 +1,7 @@
 package model
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"math"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/mixq/mixq/quant"
+	"github.com/mixq/mixq/safetensors"
 	"github.com/stretchr/testify/require"
 )
 
@@ -325,5 +327,39 @@ func TestLoadChecksConfigAgainstTensorsFirst(t *testing.T) {
 			require.ErrorContains(t, err, tc.msg)
 			require.ErrorIs(t, err, quant.ErrInput)
 		})
+	}
+}
+
+// A NaN or ±Inf weight held in binary32 is refused at load, naming the
+// tensor and index, instead of making every logit NaN (eval reported
+// perplexity NaN with exit 0).
+func TestLoadRefusesNonFiniteWeights(t *testing.T) {
+	for _, tc := range []struct {
+		tensor string
+		bits   uint32
+	}{
+		{"model.norm.weight", 0x7fc00000},                      // NaN in a vector
+		{"model.layers.2.self_attn.q_proj.weight", 0xff800000}, // -Inf in a matrix
+	} {
+		dir := copyStories(t, func(map[string]any) {})
+		path := filepath.Join(dir, "model.safetensors")
+		f, err := safetensors.Open(path)
+		require.NoError(t, err)
+		ti, ok := f.Header().Lookup(tc.tensor)
+		require.True(t, ok)
+		require.Equal(t, safetensors.F32, ti.DType)
+		off := f.Header().DataStart + ti.Begin + 4*3
+		require.NoError(t, f.Close())
+		raw, err := os.ReadFile(path)
+		require.NoError(t, err)
+		binary.LittleEndian.PutUint32(raw[off:], tc.bits)
+		require.NoError(t, os.WriteFile(path, raw, 0o644))
+
+		_, err = Load(dir, nil)
+		require.ErrorIs(t, err, quant.ErrInput)
+		var te *quant.TensorError
+		require.ErrorAs(t, err, &te)
+		require.Equal(t, tc.tensor, te.Tensor)
+		require.ErrorContains(t, err, "at index 3")
 	}
 }

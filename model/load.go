@@ -262,7 +262,9 @@ func (l *loader) linear(name string, rows, cols int) *linear {
 	}
 	if err := l.src.load(lin); err != nil {
 		l.err = err
+		return lin
 	}
+	l.finite(name, lin.w)
 	return lin
 }
 
@@ -273,8 +275,23 @@ func (l *loader) vector(name string, n int) []float32 {
 	v := make([]float32, n)
 	if err := l.src.float32(name, v); err != nil {
 		l.err = err
+		return v
 	}
+	l.finite(name, v)
 	return v
+}
+
+// finite refuses a NaN or ±Inf weight held in binary32, naming the tensor
+// and the lowest such index: it would turn every logit into NaN and eval
+// would report perplexity NaN. (Packed codes are checked by
+// qformat.Model.Codes, whose scales and codes cannot decode to either.)
+func (l *loader) finite(name string, w []float32) {
+	for i, v := range w {
+		if !quant.IsFinite(v) {
+			l.err = quant.InputError(&quant.TensorError{Tensor: name, Err: &quant.NonFiniteError{Index: i, Value: v}})
+			return
+		}
+	}
 }
 
 // source is where the loader reads tensors: an original checkpoint or a
