@@ -269,9 +269,11 @@ func (c *Checkpoint) openShards(shards []string, weightMap map[string]string, dt
 				}
 			}
 			if !slices.Contains(dtypes, info.DType) {
-				if format := f.Header().Metadata[mixqFormatKey]; format != "" {
+				format := f.Header().Metadata[mixqFormatKey]
+				if format != "" && !slices.Contains(dtypes, safetensors.I8) && !slices.Contains(dtypes, safetensors.U8) {
 					// A mixq output given where an original checkpoint is
-					// wanted: say so rather than blame the dtype.
+					// wanted (the caller takes no codes): say so rather
+					// than blame the dtype.
 					return quant.InputError(fmt.Errorf("%s is already quantized by mixq (%s; tensor %q is stored as %s): give the original checkpoint, or run mixq dequantize on this one first",
 						path, format, info.Name, info.DType))
 				}

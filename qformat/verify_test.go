@@ -219,3 +219,16 @@ func TestOriginalReaderSaysAlreadyQuantized(t *testing.T) {
 	assert.ErrorContains(t, err, "already quantized by mixq ("+qformat.Format)
 	assert.NotContains(t, err.Error(), "is not supported")
 }
+
+// A reader that takes codes (qformat, inspect, model.Load) still names a
+// bad dtype in a mixq shard as such: "already quantized" is only for
+// readers of original checkpoints.
+func TestMixqReaderNamesBadDType(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "q.safetensors")
+	writeData(t, path, []safetensors.Spec{{Name: "ids", DType: safetensors.I32, Shape: []int64{2}}}, [][]byte{make([]byte, 8)},
+		map[string]string{qformat.FormatKey: qformat.Format, "mixq:ids": `{"precision":"keep","dtype":"I32","shape":[2]}`})
+	_, err := qformat.Open(path)
+	require.ErrorIs(t, err, quant.ErrInput)
+	assert.ErrorContains(t, err, "dtype I32 is not supported")
+	assert.NotContains(t, err.Error(), "already quantized")
+}
