@@ -175,7 +175,7 @@ func (c *Calibration) End() (*CalibStats, error) {
 func ReadActivations(paths []string, be quant.Backend) (*CalibStats, error) {
 	c := Start(be)
 	for _, p := range paths {
-		if err := c.readActivations(context.Background(), p); err != nil {
+		if err := c.readActivations(context.Background(), p, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -186,12 +186,14 @@ func ReadActivations(paths []string, be quant.Backend) (*CalibStats, error) {
 // mixq.calibration metadata (StatsFormat, else an activation dump), and
 // merges them in the given order.
 func Read(paths []string, be quant.Backend) (*CalibStats, error) {
-	return ReadContext(context.Background(), paths, be)
+	return ReadContext(context.Background(), paths, be, nil)
 }
 
 // ReadContext is Read that stops between batches when ctx is done, with an
-// error wrapping the context's (errors.Is(err, context.Canceled)).
-func ReadContext(ctx context.Context, paths []string, be quant.Backend) (*CalibStats, error) {
+// error wrapping the context's (errors.Is(err, context.Canceled)), and
+// hands progress, when not nil, the bytes of tensor data each batch of an
+// activation dump held, or all of a statistics file's once it is merged.
+func ReadContext(ctx context.Context, paths []string, be quant.Backend, progress func(deltaBytes int64)) (*CalibStats, error) {
 	c := Start(be)
 	for _, p := range paths {
 		f, err := safetensors.Open(p)
@@ -208,16 +210,23 @@ func ReadContext(ctx context.Context, paths []string, be quant.Backend) (*CalibS
 			if err := c.merge(s); err != nil {
 				return nil, fmt.Errorf("%s: %w", p, err)
 			}
+			if progress != nil {
+				var n int64
+				for _, st := range s.Layers {
+					n += int64(8*(len(st.Mean)+len(st.M2)) + 8)
+				}
+				progress(n)
+			}
 			continue
 		}
-		if err := c.readActivations(ctx, p); err != nil {
+		if err := c.readActivations(ctx, p, progress); err != nil {
 			return nil, err
 		}
 	}
 	return c.End()
 }
 
-func (c *Calibration) readActivations(ctx context.Context, path string) error {
+func (c *Calibration) readActivations(ctx context.Context, path string, progress func(int64)) error {
 	f, err := safetensors.Open(path)
 	if err != nil {
 		return err
@@ -268,6 +277,9 @@ func (c *Calibration) readActivations(ctx context.Context, path string) error {
 			}
 			if err := c.Observe(t.Name, x, r1-r0, in); err != nil {
 				return fmt.Errorf("%s: %w", path, err)
+			}
+			if progress != nil {
+				progress(int64(n * esz))
 			}
 		}
 		f.Release(t)

@@ -89,8 +89,10 @@ func TestFromModelContext(t *testing.T) {
 func TestReadContextCancelled(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "acts.safetensors")
 	writeF32(t, p, nil, randTensor("model.layers.0.self_attn.q_proj", 1, 1, 4, 16))
-	_, err := ReadContext(context.Background(), []string{p}, nil)
+	var read int64
+	_, err := ReadContext(context.Background(), []string{p}, nil, func(n int64) { read += n })
 	require.NoError(t, err)
-	_, err = ReadContext(cancelled(), []string{p}, nil)
+	assert.Equal(t, int64(4*4*16), read, "progress counts the tensor data")
+	_, err = ReadContext(cancelled(), []string{p}, nil, nil)
 	require.ErrorIs(t, err, context.Canceled)
 }

@@ -70,7 +70,25 @@ func parseWeights(s string) (map[importance.Signal]float64, error) {
 func (f *importanceFlags) calibration(ctx context.Context, path string, be quant.Backend, stderr io.Writer) (*importance.CalibStats, error) {
 	var stats *importance.CalibStats
 	if len(f.calib) > 0 {
-		s, err := importance.ReadContext(ctx, f.calib, be)
+		var total int64
+		for _, p := range f.calib {
+			if st, err := os.Stat(p); err == nil {
+				total += st.Size()
+			}
+		}
+		bar := newProgress(stderr, total, "read calibration")
+		var progress func(int64)
+		if bar != nil {
+			progress = func(n int64) { bar.Add64(n) }
+		}
+		s, err := importance.ReadContext(ctx, f.calib, be, progress)
+		if bar != nil {
+			if err == nil {
+				bar.Finish()
+			} else {
+				bar.Exit()
+			}
+		}
 		if err != nil {
 			return nil, err
 		}
