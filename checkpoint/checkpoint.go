@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -126,7 +127,7 @@ func allowed(opt Options) []safetensors.DType {
 // shard file names sorted, and the index's weight map when there is one.
 func findShards(dir string) ([]string, map[string]string, error) {
 	indexPath := filepath.Join(dir, IndexName)
-	raw, err := os.ReadFile(indexPath)
+	raw, err := readSmall(indexPath)
 	switch {
 	case err == nil:
 		return readIndex(indexPath, raw)
@@ -221,9 +222,40 @@ func plainName(s string) bool {
 		filepath.Base(s) == s
 }
 
+// MaxJSONSize bounds config.json and the shard index. Real ones are a few
+// kB (an index of 100k tensors is under 10 MB); a larger file, or one that
+// never ends (a link to /dev/zero), is refused instead of read into memory.
+const MaxJSONSize = 64 << 20
+
+// readSmall reads a regular file of at most MaxJSONSize bytes. A missing
+// file gives an error satisfying errors.Is(err, fs.ErrNotExist); anything
+// else that is wrong with it is an input error naming it.
+func readSmall(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, quant.InputError(fmt.Errorf("%s: not a regular file", path))
+	}
+	raw, err := io.ReadAll(io.LimitReader(f, MaxJSONSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > MaxJSONSize {
+		return nil, quant.InputError(fmt.Errorf("%s: larger than %d MiB, which no configuration or index is", path, MaxJSONSize>>20))
+	}
+	return raw, nil
+}
+
 func readConfig(dir string) ([]byte, error) {
 	path := filepath.Join(dir, ConfigName)
-	raw, err := os.ReadFile(path)
+	raw, err := readSmall(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}
