@@ -6,6 +6,7 @@ import (
 	"unsafe"
 
 	"github.com/mixq/mixq/cpu"
+	"github.com/mixq/mixq/internal/stop"
 	"github.com/mixq/mixq/model"
 	"github.com/mixq/mixq/quant"
 )
@@ -137,7 +138,7 @@ func Sequential(ctx context.Context, m *model.Model, seqs [][]int, opt CalibOpti
 // it, packs the result with the CPU backend and hands it to the model.
 func quantizeOne(ctx context.Context, m *model.Model, name string, c *collector, opt CalibOptions, out map[string]*Rounded, notice func(string)) error {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("gptq: %w", context.Cause(ctx))
+		return fmt.Errorf("gptq: %w", stop.Err(ctx))
 	}
 	l, ok := opt.Target(name)
 	if !ok {
@@ -158,7 +159,10 @@ func quantizeOne(ctx context.Context, m *model.Model, name string, c *collector,
 	} else {
 		h = make([]float64, cols*cols) // never observed (an expert no token chose)
 	}
-	res, err := Quantize(w, l, h, tokens, opt.Options)
+	res, err := QuantizeContext(ctx, w, l, h, tokens, opt.Options)
+	if ctx.Err() != nil {
+		return fmt.Errorf("gptq: %w", stop.Err(ctx))
+	}
 	if err != nil {
 		return quant.InputError(&quant.TensorError{Tensor: name, Err: err})
 	}

@@ -1,11 +1,13 @@
 package gptq
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"runtime"
 
 	"github.com/mixq/mixq/internal/par"
+	"github.com/mixq/mixq/internal/stop"
 	"github.com/mixq/mixq/quant"
 )
 
@@ -75,6 +77,13 @@ type Result struct {
 // notices). Errors: a non-finite weight gives *quant.NonFiniteError, an
 // overflowing scale *quant.ScaleOverflowError, as for a backend.
 func Quantize(w []float32, l quant.Layout, h []float64, tokens int64, opt Options) (*Result, error) {
+	return QuantizeContext(context.Background(), w, l, h, tokens, opt)
+}
+
+// QuantizeContext is Quantize that stops, with an error wrapping
+// ctx's cancellation (errors.Is(err, context.Canceled)), when ctx is
+// done; it checks before every row.
+func QuantizeContext(ctx context.Context, w []float32, l quant.Layout, h []float64, tokens int64, opt Options) (*Result, error) {
 	if err := l.CheckBuffers(w, nil, nil); err != nil {
 		return nil, err
 	}
@@ -108,6 +117,10 @@ func Quantize(w []float32, l quant.Layout, h []float64, tokens int64, opt Option
 		sc := newRowScratch(k)
 		p := &parts[c]
 		for r := lo; r < hi; r++ {
+			if ctx.Err() != nil {
+				p.err, p.errRow = stop.Err(ctx), r
+				return
+			}
 			m, loss, lossRTN, err := run.row(sc, w[r*k:(r+1)*k], res.W[r*k:(r+1)*k], res.Scales[r*l.GroupsPerRow():(r+1)*l.GroupsPerRow()])
 			if err != nil {
 				p.err, p.errRow = err, r
@@ -117,6 +130,9 @@ func Quantize(w []float32, l quant.Layout, h []float64, tokens int64, opt Option
 			losses[2*r], losses[2*r+1] = loss, lossRTN
 		}
 	})
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("gptq: %w", stop.Err(ctx))
+	}
 	for _, p := range parts {
 		if p.err != nil {
 			var so *quant.ScaleOverflowError

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/mixq/mixq/internal/stop"
 	"github.com/mixq/mixq/quant"
 )
 
@@ -108,7 +109,7 @@ func (st *Stepper) Layer(ctx context.Context, li int, last string, commit bool, 
 		stageDone := errors.Is(context.Cause(run), errStageDone)
 		cancel(nil)
 		if ctx.Err() != nil {
-			return fmt.Errorf("model: stepper: %w", context.Cause(ctx))
+			return fmt.Errorf("model: stepper: %w", stop.Err(ctx))
 		}
 		if err != nil && !stageDone {
 			return err
@@ -129,7 +130,7 @@ func (st *Stepper) Head(ctx context.Context, obs Observer) error {
 	m, c := st.m, st.m.Config
 	for _, x := range st.x {
 		if err := ctx.Err(); err != nil {
-			return fmt.Errorf("model: stepper: %w", context.Cause(ctx))
+			return fmt.Errorf("model: stepper: %w", stop.Err(ctx))
 		}
 		T := len(x) / c.Hidden
 		xn := make([]float32, len(x))
