@@ -1,0 +1,53 @@
+package gptq
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/mixq/mixq/cpu"
+	"github.com/mixq/mixq/quant"
+)
+
+// BenchmarkQuantize measures GPTQ (factorisations included) against the
+// backend's absmax round to nearest on the same matrix; bytes are the
+// binary32 weights read.
+func BenchmarkQuantize(b *testing.B) {
+	for _, s := range []struct{ rows, k int }{{256, 256}, {768, 256}, {256, 768}, {1024, 1024}} {
+		rng := rand.New(rand.NewPCG(1, 1))
+		x := make([]float32, 2*s.k*s.k)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+		}
+		m := NewMoment(s.k)
+		if err := m.Add(x, 2*s.k, 0); err != nil {
+			b.Fatal(err)
+		}
+		h := m.Mean()
+		w := make([]float32, s.rows*s.k)
+		for i := range w {
+			w[i] = float32(rng.NormFloat64())
+		}
+		l := quant.Layout{Rows: s.rows, Cols: s.k, GroupSize: 128, Precision: quant.INT4}
+		name := fmt.Sprintf("%dx%d", s.rows, s.k)
+		b.Run("gptq/"+name, func(b *testing.B) {
+			b.SetBytes(int64(4 * len(w)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Quantize(w, l, h, int64(2*s.k), Options{Search: true}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("rtn/"+name, func(b *testing.B) {
+			be := cpu.New(0)
+			packed, scales := make([]byte, l.PackedBytes()), make([]uint16, l.NumScales())
+			b.SetBytes(int64(4 * len(w)))
+			for b.Loop() {
+				if err := quant.QuantizeGroups(be, packed, scales, w, l); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
