@@ -11,4 +11,10 @@
 //
 // All log-probabilities are computed in float64 from float32 logits with
 // the maximum subtracted, so KL never sees log(0).
+//
+// EvaluateContext and SampleContext stop soon after their context is done
+// (an error wrapping context.Canceled) and report the tokens they have run
+// to a progress callback. CheckSequences refuses, as quant.ErrInput,
+// sequences a model cannot run: tokens outside the vocabulary, sequences
+// too short, or longer than max_position_embeddings.
 package eval

@@ -22,6 +22,13 @@
 //
 // Both policies implement mixq.Policy (Name, Decide).
 //
+// FromModel, Read, Analyze and NewBudget have Context variants
+// (FromModelContext, ReadContext, AnalyzeContext, NewBudgetContext) that
+// stop within a block of work once the context is done, returning an error
+// for which errors.Is(err, context.Canceled) holds, and that report
+// progress through a callback (Options.Progress for Analyze); the package
+// never prints.
+//
 // # Signals
 //
 // Every tensor of rank ≥ 2 with at least one element (a "matrix",
