@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"math"
@@ -440,4 +441,52 @@ func dirBytes(dir string) (int64, error) {
 		n += info.Size()
 	}
 	return n, nil
+}
+
+// quantize --format gguf writes the same bytes as quantize then export,
+// the size estimate predicted, and leaves no temporary behind; bad input
+// for the format is refused before any quantization.
+func TestQuantizeFormat(t *testing.T) {
+	in := minillama(t)
+	dir := t.TempDir()
+	q, exported, direct := filepath.Join(dir, "minillama"), filepath.Join(dir, "a.gguf"), filepath.Join(dir, "b.gguf")
+	code, _, stderr := runCLI(t, "quantize", in, "-o", q)
+	require.Equal(t, 0, code, stderr)
+	code, _, stderr = runCLI(t, "export", q, "-o", exported, "--format", "gguf")
+	require.Equal(t, 0, code, stderr)
+	code, _, stderr = runCLI(t, "quantize", in, "-o", direct, "--format", "gguf")
+	require.Equal(t, 0, code, stderr)
+	a, err := os.ReadFile(exported)
+	require.NoError(t, err)
+	b, err := os.ReadFile(direct)
+	require.NoError(t, err)
+	assert.True(t, bytes.Equal(a, b), "quantize --format gguf and quantize + export give the same file")
+	code, stdout, stderr := runCLI(t, "estimate", in, "--format", "gguf", "--json")
+	require.Equal(t, 0, code, stderr)
+	var est foreignEstimate
+	require.NoError(t, json.Unmarshal([]byte(stdout), &est))
+	assert.Equal(t, int64(len(b)), est.Bytes)
+
+	ct := filepath.Join(dir, "ct")
+	code, _, stderr = runCLI(t, "quantize", in, "-o", ct, "--format", "compressed-tensors")
+	require.Equal(t, 0, code, stderr)
+	_, err = os.Stat(filepath.Join(ct, "tokenizer.model"))
+	assert.NoError(t, err, "the tokenizer is carried")
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	assert.ElementsMatch(t, []string{"minillama", "a.gguf", "b.gguf", "ct"}, names, "no temporary left")
+
+	syn := filepath.Join(dir, "syn")
+	code, _, stderr = runCLI(t, "synth", "--preset", "tiny", "-o", syn)
+	require.Equal(t, 0, code, stderr)
+	code, _, stderr = runCLI(t, "quantize", syn, "-o", filepath.Join(dir, "c.gguf"), "--format", "gguf")
+	assert.Equal(t, 2, code)
+	assert.Contains(t, stderr, "no tokenizer")
+	noPanic(t, stderr)
+	code, _, stderr = runCLI(t, "quantize", syn, "-o", filepath.Join(dir, "c.gguf"), "--format", "gguf", "--no-vocab")
+	assert.Equal(t, 0, code, stderr)
 }

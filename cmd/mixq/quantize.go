@@ -34,9 +34,13 @@ temporary name and renamed when complete.`,
 			if out == "" {
 				return usagef("quantize needs -o OUT")
 			}
+			ef, err := formatFlags(c)
+			if err != nil {
+				return err
+			}
 			// Refuse before any analysis runs, not after.
-			inputs := append(modelInputs(args[0]), pf.inputs()...)
-			if err := checkOutput(out, safeout.Directory, force, inputs...); err != nil {
+			inputs := append(append(modelInputs(args[0]), pf.inputs()...), ef.inputs()...)
+			if err := checkOutput(out, outputKind(ef.format), force, inputs...); err != nil {
 				return err
 			}
 			p, err := pf.plan(c, args[0])
@@ -77,6 +81,14 @@ temporary name and renamed when complete.`,
 				reportFiles, commitReport = files, commit
 			}
 			opt.Force, opt.Progress = force, bar.add
+			if ef.format != formatMixq {
+				err := quantizeForeign(c, ck, plan, opt, args[0], out, ef, force)
+				bar.finish()
+				if err != nil {
+					return err
+				}
+				return commitReport()
+			}
 			res, err := mixq.Quantize(c.Context(), ck, plan, out, opt)
 			bar.finish()
 			if err != nil {
@@ -103,6 +115,7 @@ temporary name and renamed when complete.`,
 	}
 	pf.register(c)
 	rf.register(c)
+	registerFormatFlags(c)
 	c.Flags().StringVarP(&out, "output", "o", "", "output directory")
 	c.Flags().StringVar(&reportDir, "report", "", "dynamic/budget: directory for report.json and charts (default OUT.report)")
 	c.Flags().BoolVar(&force, "force", false, "replace an existing output")
