@@ -17,7 +17,8 @@ const defaultGrain = 1 << 15
 type Backend struct {
 	threads int
 	grain   int
-	simd    bool // QuantizeGroups and Dequantize may use the vector kernels (haveSIMD)
+	simd    bool   // QuantizeGroups and Dequantize may use the vector kernels (haveSIMD)
+	mm      *mmISA // MatMul's vector kernels (matmul_simd.go); nil: the plain-Go loops
 }
 
 var _ quant.Backend = (*Backend)(nil)
@@ -29,7 +30,30 @@ func New(threads int) *Backend {
 	if threads <= 0 {
 		threads = runtime.GOMAXPROCS(0)
 	}
-	return &Backend{threads: threads, grain: defaultGrain, simd: haveSIMD}
+	b := &Backend{threads: threads, grain: defaultGrain, simd: haveSIMD}
+	if len(mmKernels) > 0 {
+		b.mm = mmKernels[0]
+	}
+	return b
+}
+
+// Reference returns the single-threaded backend that never uses vector
+// kernels: the plain-Go loops every other path (AVX2, AVX-512, CUDA) is
+// checked against bit for bit.
+func Reference() *Backend {
+	b := New(1)
+	b.simd, b.mm = false, nil
+	return b
+}
+
+// MatMulKernels names the kernels MatMul uses: "avx512", "avx2", or "go"
+// for the plain-Go loops (other architectures, the purego build tag, or a
+// CPU without AVX2 and F16C).
+func (b *Backend) MatMulKernels() string {
+	if b.mm == nil {
+		return "go"
+	}
+	return b.mm.name
 }
 
 // Name returns "cpu".

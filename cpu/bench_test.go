@@ -143,9 +143,20 @@ func BenchmarkDequantize(b *testing.B) {
 	}
 }
 
-// BenchmarkMatMul is y = x·Wᵀ on a 4096×4096 W (SetBytes = packed + scale bytes).
+// BenchmarkMatMul is y = x·Wᵀ on a 4096×4096 W (SetBytes = packed + scale
+// bytes) with every MatMul kernel set of this machine: the plain-Go
+// reference ("go"), AVX2 and AVX-512.
 func BenchmarkMatMul(b *testing.B) {
-	be := cpu.New(0)
+	for _, kn := range []string{"avx512", "avx2", "go"} {
+		be, ok := cpu.New(0).WithMatMul(kn)
+		if !ok {
+			continue
+		}
+		b.Run(kn, func(b *testing.B) { benchMatMul(b, be) })
+	}
+}
+
+func benchMatMul(b *testing.B, be *cpu.Backend) {
 	const rows, cols = 4096, 4096
 	w := benchWeights(rows * cols)
 	for _, p := range []quant.Precision{quant.INT8, quant.INT4} {

@@ -14,6 +14,7 @@ func NewGrain(threads, grain int) *Backend {
 func (b *Backend) Generic() *Backend {
 	c := *b
 	c.simd = false
+	c.mm = nil
 	return &c
 }
 
@@ -29,3 +30,23 @@ const SIMDName = simdName
 func ScalesSIMD(bits []uint16, inv []float32, m []uint32, qmax float32) {
 	scalesGroups(bits, inv, m, qmax)
 }
+
+// WithMatMul returns a copy of b whose MatMul uses the named kernels
+// ("avx512", "avx2", "go"), and false when this CPU or build has none such.
+func (b *Backend) WithMatMul(name string) (*Backend, bool) {
+	c := *b
+	if name == "go" {
+		c.mm = nil
+		return &c, true
+	}
+	for _, k := range mmKernels {
+		if k.name == name {
+			c.mm = k
+			return &c, true
+		}
+	}
+	return nil, false
+}
+
+// MatMulChunk is the most columns the vector MatMul transposes at once.
+const MatMulChunk = mmChunk

@@ -37,6 +37,10 @@ func (b *Backend) MatMul(y, x []float32, m int, packed []byte, scales []uint16, 
 	if work <= math.MaxInt/m {
 		work *= m
 	}
+	if b.mm != nil {
+		b.matmulSIMD(b.mm, y, x, m, packed, scales, l, work)
+		return nil
+	}
 	parallel(l.Rows, 1, b.chunks(l.Rows, work), func(_, lo, hi int) {
 		matmul(y, x, m, packed, scales, l, lo, hi)
 	})

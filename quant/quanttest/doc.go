@@ -1,7 +1,8 @@
 // Package quanttest is the conformance suite of mixq backends.
 //
 // TestBackend runs one test body against any quant.Backend and compares every
-// output with the reference backend of package cpu (cpu.New(1)) bit for bit:
+// output with the plain-Go reference of package cpu (cpu.Reference(): one
+// thread, no vector kernels) bit for bit:
 // float32 and float64 results by their IEEE bit patterns, scales as uint16,
 // packed codes as bytes, errors by type and fields. A difference is reported
 // with its first index, both values and the number of differing elements.

@@ -11,11 +11,11 @@ import (
 )
 
 // TestBackend runs the conformance suite: every kernel family of b against
-// a fresh single-threaded reference, cpu.New(1), bit for bit. See the package
+// a fresh plain-Go, single-threaded reference, cpu.Reference(), bit for bit. See the package
 // documentation for what it covers.
 func TestBackend(t *testing.T, b quant.Backend) {
 	seed := Seed(t)
-	p := pair{b: b, ref: cpu.New(1)}
+	p := pair{b: b, ref: cpu.Reference()}
 	t.Logf("backend %q against the reference %q", b.Name(), p.ref.Name())
 	t.Run("Name", func(t *testing.T) {
 		if b.Name() == "" {
