@@ -43,7 +43,9 @@ func configJSON(t *testing.T, c *Config) []byte {
 // or gives a Config that passes Validate, stays within the bounds (so
 // sizes derived from it cannot overflow), has a finite positive RoPE
 // table of head_dim/2 entries, and reads back identically from its own
-// config.json.
+// config.json. Beside stories260K's weights (when the test data is there)
+// Load either refuses it with an input error, at once, or gives a model
+// whose first logits are finite.
 func FuzzParseConfig(f *testing.F) {
 	for _, p := range []string{"../../shared/testdata/stories260K/config.json", "../../shared/testdata/minillama/config.json"} {
 		if raw, err := os.ReadFile(filepath.FromSlash(p)); err == nil {
@@ -64,7 +66,28 @@ func FuzzParseConfig(f *testing.F) {
 	} {
 		f.Add([]byte(s))
 	}
+	dir := f.TempDir()
+	if w, err := filepath.Abs(filepath.Join(storiesDir, "model.safetensors")); err == nil {
+		if _, err := os.Stat(w); err == nil {
+			require.NoError(f, os.Symlink(w, filepath.Join(dir, "model.safetensors")))
+		} else {
+			dir = ""
+		}
+	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
+		if dir != "" {
+			require.NoError(t, os.WriteFile(filepath.Join(dir, "config.json"), raw, 0o644))
+			if m, err := Load(dir, nil); err != nil {
+				require.True(t, errors.Is(err, quant.ErrInput), "%v", err)
+			} else {
+				logits, err := m.NewSession(1, 2).Forward([][]int{{m.Config.BOS, 0}}, nil)
+				require.NoError(t, err)
+				for i, v := range logits {
+					require.False(t, math.IsNaN(float64(v)) || math.IsInf(float64(v), 0), "logit %d = %v", i, v)
+				}
+				require.NoError(t, m.Close())
+			}
+		}
 		c, err := ParseConfig(raw)
 		if err != nil {
 			require.True(t, errors.Is(err, quant.ErrInput), "%v", err)
