@@ -13,4 +13,14 @@
 //
 // Planning is deterministic, and the planned header bytes are the ones the
 // writer emits, so Estimate equals the bytes on disk exactly.
+//
+// Reading trusts nothing: Open checks every record against the stored
+// headers (dtypes, shapes, element counts that fit an int64), and
+// Model.Codes, the one way to the packed data, checks the scales (finite,
+// non-negative, +0 only over an all-zero group) and the codes (INT8 never
+// -128, INT4 never -8, padding nibbles 0) before returning them. The data
+// checks run on first use rather than at Open so that header-only readers
+// (inspect, estimate) stay instant on large checkpoints; every decoder
+// calls Codes before producing anything, and the scan runs at memory speed
+// (BenchmarkCheckCodes).
 package qformat
