@@ -14,7 +14,8 @@
 #   5. require |Δ| < 0.1% for F32 and < 1% for the quantized exports
 #      (llama.cpp quantizes activations to Q8 for Q4_0/Q8_0 matmuls, so it
 #      cannot be exact).
-# About 10 minutes to build on 2 cores, a minute to run. Needs cmake, g++,
+# About 10 minutes to build on 2 cores; running takes mostly mixq eval's
+# three passes over the text (CHUNKS=N evaluates only the first N chunks). Needs cmake, g++,
 # python3-numpy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,7 @@ MODEL="${MINILLAMA:-../shared/testdata/minillama}"
 PY="${MIXQ_PYTHON:-/usr/bin/python3}"
 NCTX=256
 THREADS="${THREADS:-2}"
+CHUNKS="${CHUNKS:-0}"   # evaluate only the first CHUNKS chunks (0: all)
 
 [ -f "$LLAMA/CMakeLists.txt" ] || scripts/install-gguf-py.sh
 command -v cmake >/dev/null || { echo "llama-perplexity: needs cmake (apt-get install cmake)"; exit 1; }
@@ -47,7 +49,7 @@ done
 
 # llama.cpp's tokens of eval.txt, cut as llama-perplexity cuts them.
 "$BUILD/bin/llama-tokenize" -m "$W/f32.gguf" -f "$MODEL/eval.txt" --ids --log-disable > "$W/ids.txt" 2>/dev/null
-"$PY" scripts/llama_ppl.py chunks "$W/ids.txt" $NCTX 1 "$W/chunks.json"
+"$PY" scripts/llama_ppl.py chunks "$W/ids.txt" $NCTX 1 "$W/chunks.json" "$CHUNKS"
 NCHUNK="$("$PY" -c "import json,sys; print(len(json.load(open(sys.argv[1]))['sequences']))" "$W/chunks.json")"
 VOCAB=2048
 

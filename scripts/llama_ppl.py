@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Helpers of scripts/llama-perplexity.sh (numpy only).
 
-  llama_ppl.py chunks IDS_FILE N_CTX BOS OUT.json
+  llama_ppl.py chunks IDS_FILE N_CTX BOS OUT.json [MAX_CHUNKS]
       Cut llama-tokenize's ids of the evaluation text into the chunks
       llama-perplexity evaluates (tokens [i*n_ctx, (i+1)*n_ctx), the first
       replaced by BOS) as a `mixq eval --tokens` file.
@@ -18,10 +18,12 @@ import sys
 import numpy as np
 
 
-def chunks(ids_file, n_ctx, bos, out):
+def chunks(ids_file, n_ctx, bos, out, max_chunks=0):
     text = open(ids_file).read()
     ids = ast.literal_eval(text[text.index("["):text.rindex("]") + 1])
     n = len(ids) // n_ctx
+    if max_chunks > 0:
+        n = min(n, max_chunks)
     seqs = []
     for i in range(n):
         c = list(ids[i * n_ctx:(i + 1) * n_ctx])
@@ -49,7 +51,7 @@ def ppl(logits_file, tokens_file, vocab):
 
 if __name__ == "__main__":
     if sys.argv[1] == "chunks":
-        chunks(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
+        chunks(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6]) if len(sys.argv) > 6 else 0)
     elif sys.argv[1] == "ppl":
         ppl(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     else:
