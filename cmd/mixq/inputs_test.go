@@ -154,4 +154,17 @@ func TestSizeTargetFlags(t *testing.T) {
 	code, _, stderr := runCLI(t, "quantize", m, "-o", filepath.Join(t.TempDir(), "q"), "--backend", "cpu")
 	require.Equal(t, 0, code, stderr)
 	assert.NotContains(t, stderr, "warning", "no warning without such flags")
+
+	// Calibration flags feed --rounding under every policy: not ignored
+	// there, but ignored by a static estimate, which has no rounding.
+	calib := writeTokens(t, map[string]any{"sequences": [][]int{{1, 2, 3, 4, 5, 6, 7, 8}}})
+	code, _, stderr = runCLI(t, "quantize", m, "-o", filepath.Join(t.TempDir(), "q"), "--backend", "cpu", "--policy", "static", "--calib-tokens", calib)
+	require.Equal(t, 0, code, stderr)
+	assert.NotContains(t, stderr, "ignored")
+	code, _, stderr = runCLI(t, "quantize", m, "-o", filepath.Join(t.TempDir(), "q"), "--backend", "cpu", "--rounding", "rtn", "--calib-tokens", calib)
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stderr, "warning: --calib-tokens ignored")
+	code, _, stderr = runCLI(t, "estimate", m, "--backend", "cpu", "--calib-sample", "2")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stderr, "warning: --calib-sample ignored")
 }

@@ -52,7 +52,7 @@ func (f *planFlags) register(c *cobra.Command) {
 	fl.Float64Var(&f.highRatio, "high-ratio", importance.DefaultHigh, "dynamic: share of ranked tensors kept in F16")
 	fl.Float64Var(&f.lowRatio, "low-ratio", importance.DefaultLow, "dynamic: share of ranked tensors in INT4")
 	fl.Float64Var(&f.targetRatio, "target-ratio", 0, "budget: compression versus FP32 to reach, at least 1 (e.g. 6); estimate: also the target it is compared with")
-	fl.Float64Var(&f.targetBPW, "target-bpw", 0, "budget: bits per weight to reach, all bytes written included (at most 32)")
+	fl.Float64Var(&f.targetBPW, "target-bpw", 0, "budget: bits per weight to reach, counting every byte of the model's files (at most 32)")
 	f.imp.register(c)
 }
 
@@ -73,7 +73,8 @@ func (f *planFlags) checkTargets() error {
 
 // Flags that only some policies read.
 var (
-	importanceOnly = []string{"calib", "calib-tokens", "calib-sample", "calib-seq-len", "calib-seed", "grads", "signal-weights"}
+	calibFlags     = []string{"calib", "calib-tokens", "calib-sample", "calib-seq-len", "calib-seed"}
+	importanceOnly = []string{"grads", "signal-weights"}
 	dynamicOnly    = []string{"high-ratio", "low-ratio"}
 	budgetOnly     = []string{"target-ratio", "target-bpw"}
 )
@@ -81,7 +82,8 @@ var (
 // warnIgnored warns, on stderr, about every flag given that the chosen
 // policy does not read. In estimate --target-ratio and --target-bpw are
 // also the target the size is compared with, so they are never ignored
-// there.
+// there; in quantize the calibration flags also feed --rounding (all but
+// rtn), whatever the policy.
 func (f *planFlags) warnIgnored(c *cobra.Command) {
 	fl := c.Flags()
 	warn := func(format string, args ...any) {
@@ -97,8 +99,14 @@ func (f *planFlags) warnIgnored(c *cobra.Command) {
 		return out
 	}
 	list := func(names []string) string { return strings.Join(names, ", ") }
-	if g := given(importanceOnly); f.policy == "static" && len(g) > 0 {
-		warn("%s ignored: --policy static does not use importance (it is for --policy dynamic or budget)", list(g))
+	rounding := fl.Lookup("rounding")
+	calibRead := f.policy != "static" || (rounding != nil && rounding.Value.String() != "rtn")
+	ignored := given(importanceOnly)
+	if !calibRead {
+		ignored = append(given(calibFlags), ignored...)
+	}
+	if f.policy == "static" && len(ignored) > 0 {
+		warn("%s ignored: --policy static does not use importance (it is for --policy dynamic or budget)", list(ignored))
 	}
 	if g := given(dynamicOnly); f.policy != "dynamic" && len(g) > 0 {
 		warn("%s ignored: only --policy dynamic reads it, not --policy %s", list(g), f.policy)
@@ -106,8 +114,8 @@ func (f *planFlags) warnIgnored(c *cobra.Command) {
 	if g := given(budgetOnly); f.policy != "budget" && c.Name() != "estimate" && len(g) > 0 {
 		warn("%s ignored: --policy %s does not aim at a size (use --policy budget to reach one)", list(g), f.policy)
 	}
-	if f.imp.calibSample == 0 {
-		if g := given([]string{"calib-seq-len", "calib-seed"}); len(g) > 0 && f.policy != "static" {
+	if f.imp.calibSample == 0 && calibRead {
+		if g := given([]string{"calib-seq-len", "calib-seed"}); len(g) > 0 {
 			warn("%s ignored without --calib-sample", list(g))
 		}
 	}
