@@ -77,4 +77,16 @@
 // each linear's H comes from the inputs that every already-quantized
 // linear before it produces; inputs shared by several linears are
 // accumulated once, and only the current stage's statistics are held.
+// Memory: the model in binary32 (as model.Load holds it; each linear's
+// copy is released once it is quantized), the calibration hidden states
+// (tokens × hidden binary32), one stage's K×K statistics, the K×K
+// factors of the matrix being quantized, and the packed results, which
+// are the size of the output's codes and scales. The embedding is rounded
+// first (scale search, unweighted: it is looked up, not multiplied) so
+// that layer 0 sees it quantized; a head tied to it is not quantized
+// again. Layers after the last targeted one are not run.
+//
+// Rounder hands the results to the quantization pipeline (mixq.Rounder):
+// the backend's Quantize re-encodes the dequantized weights with the
+// stored scales, which gives back exactly the codes chosen here.
 package gptq
