@@ -2,12 +2,13 @@ package bench
 
 import (
 	"fmt"
-	"github.com/mixq/mixq/gpu"
 	"math"
 	"math/rand/v2"
 	"slices"
 	"time"
 
+	"github.com/mixq/mixq/gpu"
+	"github.com/mixq/mixq/model"
 	"github.com/mixq/mixq/quant"
 )
 
@@ -28,7 +29,11 @@ type Row struct {
 	FloorSeconds float64 `json:"floor_seconds,omitempty"`
 	// Speedup is a baseline's time over this row's (GPU GEMV vs cuBLAS SGEMV).
 	Speedup float64 `json:"speedup,omitempty"`
-	Note    string  `json:"note,omitempty"`
+	// VsF32 is, for a CPU matmul row, the time of the plain-Go binary32
+	// matmul of the same shape and m (the forward pass's, measured in the
+	// same run) over this row's.
+	VsF32 float64 `json:"vs_f32,omitempty"`
+	Note  string  `json:"note,omitempty"`
 }
 
 // GPURows converts the GPU plugin's measurements of one device to rows.
@@ -93,8 +98,10 @@ func Run(opt Options) ([]Row, error) {
 		copySec := median(budget, func() { copy(dst, src) })
 		base := float64(copyBytes) / copySec / 1e9
 		rows = append(rows, Row{Backend: "host", Op: "memcpy", Shape: sh.String(), Bytes: copyBytes, Seconds: copySec, GBps: base, VsCopy: 1})
+		f32, fr := f32Rows(sh, w, budget, base, opt.Quick)
+		rows = append(rows, fr...)
 		for _, be := range opt.Backends {
-			r, err := runBackend(be, sh, w, budget, base, opt.Quick)
+			r, err := runBackend(be, sh, w, budget, base, opt.Quick, f32)
 			if err != nil {
 				return nil, fmt.Errorf("%s %v: %w", be.Name(), sh, err)
 			}
@@ -104,7 +111,38 @@ func Run(opt Options) ([]Row, error) {
 	return rows, nil
 }
 
-func runBackend(be quant.Backend, sh Shape, w []float32, budget time.Duration, base float64, quick bool) ([]Row, error) {
+// kernelNamer is a backend that names its matmul kernels (cpu.Backend).
+type kernelNamer interface{ MatMulKernels() string }
+
+// matmulMs are the numbers of rows of x of the matmul rows: one token
+// (decode, GEMV) and a batch of 16 (prefill, GEMM).
+func matmulMs(quick bool) []int {
+	if quick {
+		return []int{1}
+	}
+	return []int{1, 16}
+}
+
+// f32Rows measures the anchor of the matmul rows: the forward pass's
+// plain-Go binary32 matmul (model.MatMulF32) of the same shape, for each m.
+func f32Rows(sh Shape, w []float32, budget time.Duration, base float64, quick bool) (map[int]float64, []Row) {
+	secs := map[int]float64{}
+	var rows []Row
+	for _, m := range matmulMs(quick) {
+		x := make([]float32, m*sh.Cols)
+		fillHeavyTailed(x, 2)
+		y := make([]float32, m*sh.Rows)
+		sec := median(budget, func() { model.MatMulF32(y, x, w, m, sh.Rows, sh.Cols) })
+		bytes := int64(4*len(w) + 4*len(x) + 4*len(y))
+		gb := float64(bytes) / sec / 1e9
+		secs[m] = sec
+		rows = append(rows, Row{Backend: "host", Op: fmt.Sprintf("matmul m=%d", m), Shape: sh.String(), Precision: "f32",
+			Bytes: bytes, Seconds: sec, GBps: gb, VsCopy: gb / base, VsF32: 1, Note: "plain Go (the forward pass's F32 matmul)"})
+	}
+	return secs, rows
+}
+
+func runBackend(be quant.Backend, sh Shape, w []float32, budget time.Duration, base float64, quick bool, f32 map[int]float64) ([]Row, error) {
 	var rows []Row
 	add := func(op string, p quant.Precision, bytes int64, sec float64) {
 		gb := float64(bytes) / sec / 1e9
@@ -139,11 +177,7 @@ func runBackend(be quant.Backend, sh Shape, w []float32, budget time.Duration, b
 			}
 		})
 		add("dequantize", p, qBytes+int64(4*n), sec)
-		ms := []int{1, 16}
-		if quick {
-			ms = []int{1}
-		}
-		for _, m := range ms {
+		for _, m := range matmulMs(quick) {
 			x := make([]float32, m*sh.Cols)
 			fillHeavyTailed(x, 2)
 			y := make([]float32, m*sh.Rows)
@@ -153,6 +187,13 @@ func runBackend(be quant.Backend, sh Shape, w []float32, budget time.Duration, b
 				}
 			})
 			add(fmt.Sprintf("matmul m=%d", m), p, qBytes+int64(4*len(x)+4*len(y)), sec)
+			r := &rows[len(rows)-1]
+			if f, ok := f32[m]; ok {
+				r.VsF32 = f / sec
+			}
+			if k, ok := be.(kernelNamer); ok {
+				r.Note = k.MatMulKernels() + " kernels"
+			}
 		}
 		if err != nil {
 			return nil, err

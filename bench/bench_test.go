@@ -1,6 +1,9 @@
 package bench
 
 import (
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,8 +23,16 @@ func TestRunReportsEveryOp(t *testing.T) {
 		assert.Positive(t, r.Seconds, r.Op)
 		assert.Positive(t, r.GBps, r.Op)
 	}
-	for _, want := range []string{"memcpy/", "quantize/int8", "quantize/int4", "dequantize/int4", "matmul m=1/int8", "matmul m=16/int4", "channel-stats/"} {
+	for _, want := range []string{"memcpy/", "matmul m=1/f32", "matmul m=16/f32", "quantize/int8", "quantize/int4", "dequantize/int4", "matmul m=1/int8", "matmul m=16/int4", "channel-stats/"} {
 		assert.Equal(t, 1, ops[want], want)
+	}
+	// Every quantized matmul row is compared with the F32 anchor of the
+	// same run and names its kernels.
+	for _, r := range rows {
+		if r.Backend == "cpu" && strings.HasPrefix(r.Op, "matmul") {
+			assert.Positive(t, r.VsF32, r.Op)
+			assert.Contains(t, r.Note, cpu.New(0).MatMulKernels(), r.Op)
+		}
 	}
 	assert.Equal(t, 1.0, rows[0].VsCopy, "the baseline is its own reference")
 }
@@ -32,7 +43,7 @@ func TestEvalRows(t *testing.T) {
 	}
 	rows, err := EvalRows(cpu.New(0), true)
 	require.NoError(t, err)
-	require.Len(t, rows, 4)
+	require.Len(t, rows, 6, "prefill and decode of the stored, static and INT4 models")
 	for _, r := range rows {
 		assert.Positive(t, r.TokensPerSec, r.Op)
 	}
@@ -43,4 +54,22 @@ func TestMedian(t *testing.T) {
 	m := median(0, func() { n++ })
 	assert.GreaterOrEqual(t, n, 4, "one warm-up and at least three timed runs")
 	assert.GreaterOrEqual(t, m, 0.0)
+}
+
+// TestEvalModelRows times minillama (a real 6-layer Llama) as stored and
+// quantized.
+func TestEvalModelRows(t *testing.T) {
+	dir := filepath.Join("..", "..", "shared", "testdata", "minillama")
+	if _, err := os.Stat(dir); err != nil {
+		t.Skipf("no %s: %v", dir, err)
+	}
+	rows, err := EvalModelRows(cpu.New(0), dir, "minillama", true)
+	require.NoError(t, err)
+	require.Len(t, rows, 6)
+	precs := map[string]int{}
+	for _, r := range rows {
+		assert.Positive(t, r.TokensPerSec, r.Op)
+		precs[r.Precision]++
+	}
+	assert.Equal(t, map[string]int{"stored": 2, "static": 2, "int4 proj": 2}, precs)
 }

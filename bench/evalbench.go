@@ -9,6 +9,7 @@ import (
 
 	"github.com/mixq/mixq"
 	"github.com/mixq/mixq/model"
+	"github.com/mixq/mixq/policy"
 	"github.com/mixq/mixq/quant"
 	"github.com/mixq/mixq/synth"
 )
@@ -28,64 +29,100 @@ func EvalRows(be quant.Backend, quick bool) ([]Row, error) {
 		return nil, err
 	}
 	p = p.WithLayers(2)
-	in, out := filepath.Join(work, "in"), filepath.Join(work, "q")
+	in := filepath.Join(work, "in")
 	if err := synth.Write(in, synth.Options{Preset: p, Seed: 1}); err != nil {
 		return nil, err
 	}
+	return evalVariants(be, in, work, "seed/2 layers", "bf16", quick)
+}
+
+// EvalModelRows is EvalRows on the checkpoint directory dir (a real model,
+// say minillama), labelled name: as stored (widened to float32), quantized
+// with the static policy, and with every projection INT4.
+func EvalModelRows(be quant.Backend, dir, name string, quick bool) ([]Row, error) {
+	work, err := os.MkdirTemp("", "mixq-bench-eval")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	return evalVariants(be, dir, work, name, "stored", quick)
+}
+
+// evalVariants quantizes in under work (static policy; every projection
+// INT4) and measures the forward pass of the input and of each output.
+func evalVariants(be quant.Backend, in, work, name, stored string, quick bool) ([]Row, error) {
 	ck, err := mixq.Open(in)
 	if err != nil {
 		return nil, err
 	}
 	defer ck.Close()
-	plan, err := mixq.PlanQuantization(ck, mixq.Options{})
+	int4, err := policy.ParseRule("proj=int4")
 	if err != nil {
 		return nil, err
 	}
-	if _, err := mixq.Quantize(context.Background(), ck, plan, out, mixq.Options{Backend: be}); err != nil {
-		return nil, err
+	variants := []struct {
+		prec, path string
+		pol        mixq.Policy
+	}{{stored, in, nil}, {"static", filepath.Join(work, "static"), nil}, {"int4 proj", filepath.Join(work, "int4"), policy.NewStatic([]policy.Rule{int4})}}
+	for _, v := range variants[1:] {
+		plan, err := mixq.PlanQuantization(ck, mixq.Options{Policy: v.pol})
+		if err != nil {
+			return nil, err
+		}
+		if _, err := mixq.Quantize(context.Background(), ck, plan, v.path, mixq.Options{Policy: v.pol, Backend: be}); err != nil {
+			return nil, err
+		}
 	}
 	batch, prefill, decode := 4, 64, 32
 	if quick {
 		batch, prefill, decode = 2, 32, 8
 	}
-	shape := fmt.Sprintf("seed/2 layers b%d", batch)
+	shape := fmt.Sprintf("%s b%d", name, batch)
 	var rows []Row
-	for _, v := range []struct{ prec, path string }{{"bf16", in}, {"static", out}} {
-		m, err := model.Load(v.path, be)
+	for _, v := range variants {
+		r, err := forwardRows(be, v.path, shape, v.prec, batch, prefill, decode)
 		if err != nil {
 			return nil, err
 		}
-		toks := make([][]int, batch)
-		for b := range toks {
-			toks[b] = make([]int, prefill)
-			for i := range toks[b] {
-				toks[b][i] = (b*7919 + i*104729) % m.Config.Vocab
-			}
-		}
-		s := m.NewSession(batch, prefill+decode)
-		t0 := time.Now()
-		if _, err := s.Forward(toks, nil); err != nil {
-			m.Close()
-			return nil, err
-		}
-		pre := time.Since(t0).Seconds()
-		step := make([][]int, batch)
-		t0 = time.Now()
-		for i := 0; i < decode; i++ {
-			for b := range step {
-				step[b] = []int{(b + i) % m.Config.Vocab}
-			}
-			if _, err := s.Forward(step, nil); err != nil {
-				m.Close()
-				return nil, err
-			}
-		}
-		dec := time.Since(t0).Seconds()
-		m.Close()
-		rows = append(rows,
-			Row{Backend: be.Name(), Op: fmt.Sprintf("eval prefill %d", prefill), Shape: shape, Precision: v.prec, Seconds: pre, TokensPerSec: float64(batch*prefill) / pre},
-			Row{Backend: be.Name(), Op: "eval decode", Shape: shape, Precision: v.prec, Seconds: dec / float64(decode), TokensPerSec: float64(batch*decode) / dec},
-		)
+		rows = append(rows, r...)
 	}
 	return rows, nil
+}
+
+// forwardRows loads the checkpoint at path and times a prefill of batch
+// sequences of prefill tokens, then decode single-token steps.
+func forwardRows(be quant.Backend, path, shape, prec string, batch, prefill, decode int) ([]Row, error) {
+	m, err := model.Load(path, be)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	toks := make([][]int, batch)
+	for b := range toks {
+		toks[b] = make([]int, prefill)
+		for i := range toks[b] {
+			toks[b][i] = (b*7919 + i*104729) % m.Config.Vocab
+		}
+	}
+	s := m.NewSession(batch, prefill+decode)
+	t0 := time.Now()
+	if _, err := s.Forward(toks, nil); err != nil {
+		return nil, err
+	}
+	pre := time.Since(t0).Seconds()
+	step := make([][]int, batch)
+	t0 = time.Now()
+	for i := 0; i < decode; i++ {
+		for b := range step {
+			step[b] = []int{(b + i) % m.Config.Vocab}
+		}
+		if _, err := s.Forward(step, nil); err != nil {
+			return nil, err
+		}
+	}
+	dec := time.Since(t0).Seconds()
+	return []Row{
+		{Backend: be.Name(), Op: fmt.Sprintf("eval prefill %d", prefill), Shape: shape, Precision: prec, Seconds: pre, TokensPerSec: float64(batch*prefill) / pre},
+		{Backend: be.Name(), Op: "eval decode", Shape: shape, Precision: prec, Seconds: dec / float64(decode), TokensPerSec: float64(batch*decode) / dec},
+	}, nil
 }

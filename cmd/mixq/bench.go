@@ -2,10 +2,12 @@ package main
 
 import (
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
+	"github.com/mixq/mixq"
 	"github.com/mixq/mixq/backend"
 	"github.com/mixq/mixq/bench"
 	"github.com/mixq/mixq/cpu"
@@ -16,6 +18,7 @@ import (
 func newBenchCmd() *cobra.Command {
 	var quick, asJSON, gpuOnly bool
 	var backendName string
+	var models []string
 	c := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure kernel throughput per op and shape next to a memory-copy baseline",
@@ -28,6 +31,16 @@ func newBenchCmd() *cobra.Command {
 			if gpuOnly && choice.Kind == "cpu" {
 				return usagef("--gpu-only needs --backend auto or cuda")
 			}
+			if gpuOnly && len(models) > 0 {
+				return usagef("--model measures the CPU forward pass: not with --gpu-only")
+			}
+			for _, dir := range models {
+				ck, err := mixq.Open(dir)
+				if err != nil {
+					return quant.InputError(fmt.Errorf("--model %s: %w", dir, err))
+				}
+				ck.Close()
+			}
 			var rows []bench.Row
 			if !gpuOnly {
 				be := cpu.New(0)
@@ -39,6 +52,13 @@ func newBenchCmd() *cobra.Command {
 					return err
 				}
 				rows = append(rows, ev...)
+				for _, dir := range models {
+					ev, err := bench.EvalModelRows(be, dir, filepath.Base(filepath.Clean(dir)), quick)
+					if err != nil {
+						return fmt.Errorf("--model %s: %w", dir, err)
+					}
+					rows = append(rows, ev...)
+				}
 			}
 			if choice.Kind != "cpu" {
 				g, err := gpuRows(choice, quick)
@@ -72,6 +92,7 @@ func newBenchCmd() *cobra.Command {
 	c.Flags().BoolVar(&gpuOnly, "gpu-only", false, "only the GPU rows")
 	c.Flags().StringVar(&backendName, "backend", "auto", "GPU rows: auto (when a GPU is usable), cpu (none), cuda or cuda:N (required)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.Flags().StringArrayVar(&models, "model", nil, "also time the forward pass (tokens/s) of this checkpoint directory, as stored and quantized (repeatable)")
 	return c
 }
 
@@ -98,6 +119,9 @@ func ratio(v float64) string {
 // gpuNote says how a GPU row compares with its floor and baseline.
 func gpuNote(r bench.Row) string {
 	var parts []string
+	if r.VsF32 > 0 && r.VsF32 != 1 {
+		parts = append(parts, fmt.Sprintf("%.2fx f32", r.VsF32))
+	}
 	if r.FloorSeconds > 0 && r.VsCopy != 1 {
 		parts = append(parts, fmt.Sprintf("floor %.3f ms", 1e3*r.FloorSeconds))
 	}
