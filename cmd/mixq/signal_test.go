@@ -107,13 +107,17 @@ func interrupt(t *testing.T, bin string, sig syscall.Signal, ready string, delay
 }
 
 // requireStoppedClean checks the rules for an interrupted run: exit 130
-// within two seconds of the signal, "interrupted" and not Go's "context
+// within a few seconds of the signal, "interrupted" and not Go's "context
 // canceled", no panic trace, no result printed, and nothing in out (the
 // output's directory, empty before the run): no output, no temporary.
 func requireStoppedClean(t *testing.T, r interrupted, out string) {
 	t.Helper()
 	assert.Equal(t, 130, r.code, "exit code; stderr:\n%s", r.stderr)
-	assert.Less(t, r.took, 2*time.Second, "stops within a second or so of the signal")
+	// The goal is a stop within a second (the logged times are 1-500 ms on
+	// the 2-core machine); the bound is looser so that a CI machine busy
+	// with other packages' tests does not fail it. What no loaded machine
+	// can fake is the exit code and the empty directory below.
+	assert.Less(t, r.took, 5*time.Second, "stops within a second or so of the signal")
 	assert.Contains(t, r.stderr, "mixq: interrupted")
 	assert.NotContains(t, r.stderr, "context canceled")
 	assert.NotContains(t, r.stderr, "panic")
