@@ -121,3 +121,50 @@ func TestConformanceMatMulKernels(t *testing.T) {
 		t.Run(name, func(t *testing.T) { quanttest.TestBackend(t, b) })
 	}
 }
+
+// FuzzMatMul checks every vector MatMul kernel set against the plain-Go
+// reference on fuzzed codes, scales, activations and shapes (rows around the
+// tile sizes, any group size, odd INT4 rows, m up to 17). Activations and
+// scales are bounded so that no sum overflows: NaN payloads are outside the
+// contract (docs/ARITHMETIC.md), every finite result is inside it.
+func FuzzMatMul(f *testing.F) {
+	f.Add([]byte{1, 2, 3, 0x81, 0x7f, 0xf0, 0x0f, 0x88}, uint8(5), uint16(300), uint8(128), uint8(1), false)
+	f.Add([]byte{0x80, 0x7f, 0x01, 0xff}, uint8(64), uint16(65), uint8(7), uint8(9), true)
+	f.Add([]byte{0x10, 0x32, 0x54, 0x76, 0x98, 0xba, 0xdc, 0xfe}, uint8(33), uint16(129), uint8(3), uint8(2), true)
+	f.Add([]byte{0}, uint8(1), uint16(1), uint8(1), uint8(16), false)
+	f.Fuzz(func(t *testing.T, data []byte, rsel uint8, csel uint16, gsel, msel uint8, int4 bool) {
+		if len(data) == 0 {
+			return
+		}
+		cols := int(csel)%300 + 1
+		l := quant.Layout{Rows: int(rsel)%70 + 1, Cols: cols, GroupSize: int(gsel)%cols + 1, Precision: quant.INT8}
+		if int4 {
+			l.Precision = quant.INT4
+		}
+		m := int(msel)%17 + 1
+		at := func(i int) byte { return data[i%len(data)] }
+		packed := make([]byte, l.PackedBytes())
+		for i := range packed {
+			packed[i] = at(i) ^ byte(i>>8)
+		}
+		scales := make([]uint16, l.NumScales())
+		for i := range scales {
+			scales[i] = (uint16(at(2*i+1))<<8 | uint16(at(2*i))) % 0x3c01 // up to 1.0, subnormals included
+		}
+		x := make([]float32, m*cols)
+		for i := range x {
+			x[i] = float32(int8(at(3*i+7))) * float32(at(i+1)+1) / 64
+		}
+		want := make([]float32, m*l.Rows)
+		require.NoError(t, cpu.Reference().MatMul(want, x, m, packed, scales, l))
+		for _, name := range []string{"avx512", "avx2"} {
+			b, ok := cpu.New(1).WithMatMul(name)
+			if !ok {
+				continue
+			}
+			got := make([]float32, m*l.Rows)
+			require.NoError(t, b.MatMul(got, x, m, packed, scales, l))
+			quanttest.RequireEqualBits(t, fmt.Sprintf("%s %s g%d %dx%d m=%d", name, l.Precision, l.GroupSize, l.Rows, l.Cols, m), got, want)
+		}
+	})
+}
