@@ -57,6 +57,9 @@ type Options struct {
 	Budget time.Duration
 	// Shapes overrides the default shapes.
 	Shapes []Shape
+	// MatMulOnly measures only the memcpy baseline, the F32 anchor and the
+	// quantized matmuls.
+	MatMulOnly bool
 }
 
 // Shape is a weight matrix shape.
@@ -101,7 +104,7 @@ func Run(opt Options) ([]Row, error) {
 		f32, fr := f32Rows(sh, w, budget, base, opt.Quick)
 		rows = append(rows, fr...)
 		for _, be := range opt.Backends {
-			r, err := runBackend(be, sh, w, budget, base, opt.Quick, f32)
+			r, err := runBackend(be, sh, w, budget, base, opt.Quick, opt.MatMulOnly, f32)
 			if err != nil {
 				return nil, fmt.Errorf("%s %v: %w", be.Name(), sh, err)
 			}
@@ -112,7 +115,10 @@ func Run(opt Options) ([]Row, error) {
 }
 
 // kernelNamer is a backend that names its matmul kernels (cpu.Backend).
-type kernelNamer interface{ MatMulKernels() string }
+type kernelNamer interface {
+	MatMulKernels() string
+	Threads() int
+}
 
 // matmulMs are the numbers of rows of x of the matmul rows: one token
 // (decode, GEMV) and a batch of 16 (prefill, GEMM).
@@ -142,7 +148,7 @@ func f32Rows(sh Shape, w []float32, budget time.Duration, base float64, quick bo
 	return secs, rows
 }
 
-func runBackend(be quant.Backend, sh Shape, w []float32, budget time.Duration, base float64, quick bool, f32 map[int]float64) ([]Row, error) {
+func runBackend(be quant.Backend, sh Shape, w []float32, budget time.Duration, base float64, quick, matmulOnly bool, f32 map[int]float64) ([]Row, error) {
 	var rows []Row
 	add := func(op string, p quant.Precision, bytes int64, sec float64) {
 		gb := float64(bytes) / sec / 1e9
@@ -168,15 +174,17 @@ func runBackend(be quant.Backend, sh Shape, w []float32, budget time.Duration, b
 		if err != nil {
 			return nil, err
 		}
-		// Quantize reads the floats and writes codes and scales, in one
-		// pass when the backend can (as the pipeline does).
-		add("quantize", p, int64(4*n)+qBytes, sec)
-		sec = median(budget, func() {
-			if e := be.Dequantize(deq, packed, scales, l); e != nil {
-				err = e
-			}
-		})
-		add("dequantize", p, qBytes+int64(4*n), sec)
+		if !matmulOnly {
+			// Quantize reads the floats and writes codes and scales, in one
+			// pass when the backend can (as the pipeline does).
+			add("quantize", p, int64(4*n)+qBytes, sec)
+			sec = median(budget, func() {
+				if e := be.Dequantize(deq, packed, scales, l); e != nil {
+					err = e
+				}
+			})
+			add("dequantize", p, qBytes+int64(4*n), sec)
+		}
 		for _, m := range matmulMs(quick) {
 			x := make([]float32, m*sh.Cols)
 			fillHeavyTailed(x, 2)
@@ -192,12 +200,15 @@ func runBackend(be quant.Backend, sh Shape, w []float32, budget time.Duration, b
 				r.VsF32 = f / sec
 			}
 			if k, ok := be.(kernelNamer); ok {
-				r.Note = k.MatMulKernels() + " kernels"
+				r.Note = fmt.Sprintf("%s kernels, %d threads", k.MatMulKernels(), k.Threads())
 			}
 		}
 		if err != nil {
 			return nil, err
 		}
+	}
+	if matmulOnly {
+		return rows, nil
 	}
 	// Activation statistics over as many tokens as the matrix has rows.
 	st := quant.NewStats(sh.Cols)

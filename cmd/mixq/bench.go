@@ -18,7 +18,8 @@ import (
 func newBenchCmd() *cobra.Command {
 	var quick, asJSON, gpuOnly bool
 	var backendName string
-	var models []string
+	var models, shapes []string
+	var matmulOnly bool
 	c := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure kernel throughput per op and shape next to a memory-copy baseline",
@@ -41,17 +42,27 @@ func newBenchCmd() *cobra.Command {
 				}
 				ck.Close()
 			}
+			var shs []bench.Shape
+			for _, s := range shapes {
+				var sh bench.Shape
+				if n, err := fmt.Sscanf(s, "%dx%d", &sh.Rows, &sh.Cols); err != nil || n != 2 || sh.Rows < 1 || sh.Cols < 1 || fmt.Sprintf("%dx%d", sh.Rows, sh.Cols) != s {
+					return usagef("--shape %q: want ROWSxCOLS, say 4096x4096", s)
+				}
+				shs = append(shs, sh)
+			}
 			var rows []bench.Row
 			if !gpuOnly {
 				be := cpu.New(0)
-				if rows, err = bench.Run(bench.Options{Quick: quick, Backends: []quant.Backend{be}}); err != nil {
+				if rows, err = bench.Run(bench.Options{Quick: quick, Backends: []quant.Backend{be}, Shapes: shs, MatMulOnly: matmulOnly}); err != nil {
 					return err
 				}
-				ev, err := bench.EvalRows(be, quick)
-				if err != nil {
-					return err
+				if !matmulOnly {
+					ev, err := bench.EvalRows(be, quick)
+					if err != nil {
+						return err
+					}
+					rows = append(rows, ev...)
 				}
-				rows = append(rows, ev...)
 				for _, dir := range models {
 					ev, err := bench.EvalModelRows(be, dir, filepath.Base(filepath.Clean(dir)), quick)
 					if err != nil {
@@ -92,6 +103,8 @@ func newBenchCmd() *cobra.Command {
 	c.Flags().BoolVar(&gpuOnly, "gpu-only", false, "only the GPU rows")
 	c.Flags().StringVar(&backendName, "backend", "auto", "GPU rows: auto (when a GPU is usable), cpu (none), cuda or cuda:N (required)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	c.Flags().StringArrayVar(&shapes, "shape", nil, "weight shape ROWSxCOLS of the kernel rows instead of the defaults (repeatable)")
+	c.Flags().BoolVar(&matmulOnly, "matmul-only", false, "only the memcpy baseline, the F32 anchor and the quantized matmuls (no eval rows unless --model)")
 	c.Flags().StringArrayVar(&models, "model", nil, "also time the forward pass (tokens/s) of this checkpoint directory, as stored and quantized (repeatable)")
 	return c
 }
