@@ -142,6 +142,19 @@ func TestGGUFExportOfMinillama(t *testing.T) {
 			code, _, stderr = runCLI(t, "export", q, "-o", file, "--format", "gguf", "--tokenizer-dir", in, "--force")
 			assert.Equal(t, 0, code, stderr)
 
+			// --vocab-from takes the vocabulary of another GGUF as it is.
+			borrowed := filepath.Join(dir, "borrowed.gguf")
+			code, _, stderr = runCLI(t, "export", q, "-o", borrowed, "--format", "gguf", "--vocab-from", file, "--tokenizer-dir", t.TempDir())
+			require.Equal(t, 0, code, stderr)
+			b := readGGUF(t, borrowed)
+			for _, kv := range g.KVs {
+				if strings.HasPrefix(kv.Key, "tokenizer.") {
+					v, ok := b.Get(kv.Key)
+					assert.True(t, ok, kv.Key)
+					assert.Equal(t, kv.Value, v, kv.Key)
+				}
+			}
+
 			checkWithGGUFPy(t, file, q, filepath.Join(in, "config.json"))
 		})
 	}
