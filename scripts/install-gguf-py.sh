@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the GGUF export checks need, for `make test` (the gguf-py
 # test) and `make llama-perplexity`:
-#   - Debian's python3-numpy (gguf-py's only dependency for reading);
+#   - Debian's python3-numpy and python3-yaml (what `import gguf` needs);
 #   - llama.cpp's source, which carries gguf-py: the npm package
 #     node-llama-cpp@3.22.1 ships it as llama/gitRelease.bundle, a git
 #     bundle, cloned here into $MIXQ_LLAMA_CPP (default
@@ -19,9 +19,9 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
 }
 
-if ! /usr/bin/python3 -c 'import numpy' 2>/dev/null; then
-  echo "install-gguf-py: apt-get install python3-numpy"
-  apt_install python3-numpy
+if ! /usr/bin/python3 -c 'import numpy, yaml' 2>/dev/null; then
+  echo "install-gguf-py: apt-get install python3-numpy python3-yaml"
+  apt_install python3-numpy python3-yaml
 fi
 
 if [ -f "$DEST/gguf-py/gguf/gguf_reader.py" ]; then

@@ -32,10 +32,10 @@ func minillama(t *testing.T) string {
 	return in
 }
 
-// ggufPy finds llama.cpp's gguf-py and a python3 with numpy: MIXQ_GGUF_PY
-// (the gguf-py directory) and MIXQ_PYTHON, else where
-// scripts/install-gguf-py.sh puts it and the first python3 that imports
-// numpy. ok is false with the reason when either is missing.
+// ggufPy finds llama.cpp's gguf-py and a python3 that can import it:
+// MIXQ_GGUF_PY (the gguf-py directory) and MIXQ_PYTHON, else where
+// scripts/install-gguf-py.sh puts it and the first python3 that imports it
+// (numpy and yaml installed). why is the reason when either is missing.
 func ggufPy() (python, pkg, why string) {
 	pkg = os.Getenv("MIXQ_GGUF_PY")
 	if pkg == "" {
@@ -50,11 +50,14 @@ func ggufPy() (python, pkg, why string) {
 		if p == "" {
 			continue
 		}
-		if exec.Command(p, "-c", "import numpy").Run() == nil {
+		// Importing gguf checks numpy and gguf-py's other imports (yaml).
+		cmd := exec.Command(p, "-c", "import gguf.quants")
+		cmd.Env = append(os.Environ(), "PYTHONPATH="+pkg)
+		if cmd.Run() == nil {
 			return p, pkg, ""
 		}
 	}
-	return "", "", "no python3 with numpy (apt-get install python3-numpy, or set MIXQ_PYTHON)"
+	return "", "", "no python3 that imports gguf-py (apt-get install python3-numpy python3-yaml, or set MIXQ_PYTHON)"
 }
 
 // checkWithGGUFPy runs scripts/gguf_check.py: gguf-py's own reader and
