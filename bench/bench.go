@@ -60,6 +60,9 @@ type Options struct {
 	// MatMulOnly measures only the memcpy baseline, the F32 anchor and the
 	// quantized matmuls.
 	MatMulOnly bool
+	// Batches are the numbers of rows of x of the matmul rows (default 1
+	// and 16; 1 quick).
+	Batches []int
 }
 
 // Shape is a weight matrix shape.
@@ -101,10 +104,10 @@ func Run(opt Options) ([]Row, error) {
 		copySec := median(budget, func() { copy(dst, src) })
 		base := float64(copyBytes) / copySec / 1e9
 		rows = append(rows, Row{Backend: "host", Op: "memcpy", Shape: sh.String(), Bytes: copyBytes, Seconds: copySec, GBps: base, VsCopy: 1})
-		f32, fr := f32Rows(sh, w, budget, base, opt.Quick)
+		f32, fr := f32Rows(sh, w, budget, base, opt.Quick, opt.Batches)
 		rows = append(rows, fr...)
 		for _, be := range opt.Backends {
-			r, err := runBackend(be, sh, w, budget, base, opt.Quick, opt.MatMulOnly, f32)
+			r, err := runBackend(be, sh, w, budget, base, opt, f32)
 			if err != nil {
 				return nil, fmt.Errorf("%s %v: %w", be.Name(), sh, err)
 			}
@@ -122,7 +125,10 @@ type kernelNamer interface {
 
 // matmulMs are the numbers of rows of x of the matmul rows: one token
 // (decode, GEMV) and a batch of 16 (prefill, GEMM).
-func matmulMs(quick bool) []int {
+func matmulMs(quick bool, batches []int) []int {
+	if len(batches) > 0 {
+		return batches
+	}
 	if quick {
 		return []int{1}
 	}
@@ -131,10 +137,10 @@ func matmulMs(quick bool) []int {
 
 // f32Rows measures the anchor of the matmul rows: the forward pass's
 // plain-Go binary32 matmul (model.MatMulF32) of the same shape, for each m.
-func f32Rows(sh Shape, w []float32, budget time.Duration, base float64, quick bool) (map[int]float64, []Row) {
+func f32Rows(sh Shape, w []float32, budget time.Duration, base float64, quick bool, batches []int) (map[int]float64, []Row) {
 	secs := map[int]float64{}
 	var rows []Row
-	for _, m := range matmulMs(quick) {
+	for _, m := range matmulMs(quick, batches) {
 		x := make([]float32, m*sh.Cols)
 		fillHeavyTailed(x, 2)
 		y := make([]float32, m*sh.Rows)
@@ -148,7 +154,8 @@ func f32Rows(sh Shape, w []float32, budget time.Duration, base float64, quick bo
 	return secs, rows
 }
 
-func runBackend(be quant.Backend, sh Shape, w []float32, budget time.Duration, base float64, quick, matmulOnly bool, f32 map[int]float64) ([]Row, error) {
+func runBackend(be quant.Backend, sh Shape, w []float32, budget time.Duration, base float64, opt Options, f32 map[int]float64) ([]Row, error) {
+	matmulOnly := opt.MatMulOnly
 	var rows []Row
 	add := func(op string, p quant.Precision, bytes int64, sec float64) {
 		gb := float64(bytes) / sec / 1e9
@@ -185,7 +192,7 @@ func runBackend(be quant.Backend, sh Shape, w []float32, budget time.Duration, b
 			})
 			add("dequantize", p, qBytes+int64(4*n), sec)
 		}
-		for _, m := range matmulMs(quick) {
+		for _, m := range matmulMs(opt.Quick, opt.Batches) {
 			x := make([]float32, m*sh.Cols)
 			fillHeavyTailed(x, 2)
 			y := make([]float32, m*sh.Rows)

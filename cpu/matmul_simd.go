@@ -2,6 +2,7 @@ package cpu
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/mixq/mixq/quant"
 )
@@ -108,10 +109,29 @@ func (b *Backend) matmulSIMD(k *mmISA, y, x []float32, m int, packed []byte, sca
 	xs := mmPool.Get().(*mmScratch)
 	defer mmPool.Put(xs)
 	xi := mmInterleave(xs, x, m, l.Cols, k.mTile)
-	parallel(tiles, 1, b.chunks(tiles, work), func(_, lo, hi int) {
+	n := b.chunks(tiles, work)
+	if n == 1 {
 		s := mmPool.Get().(*mmScratch)
 		defer mmPool.Put(s)
-		mmTiles(k, s, y, x, xi, m, packed, scales, l, lo, hi)
+		mmTiles(k, s, y, x, xi, m, packed, scales, l, 0, tiles)
+		return
+	}
+	// The workers take tiles one at a time from a shared counter rather
+	// than a fixed share each, so that a worker the OS descheduled (the
+	// machine is busy) or a slower core does not hold up the others. Each
+	// tile's outputs are computed by one worker in the fixed order, so the
+	// result does not depend on who took which tile.
+	var next atomic.Int64
+	parallel(n, 1, n, func(_, _, _ int) {
+		s := mmPool.Get().(*mmScratch)
+		defer mmPool.Put(s)
+		for {
+			t := int(next.Add(1)) - 1
+			if t >= tiles {
+				return
+			}
+			mmTiles(k, s, y, x, xi, m, packed, scales, l, t, t+1)
+		}
 	})
 }
 

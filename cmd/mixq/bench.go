@@ -20,6 +20,7 @@ func newBenchCmd() *cobra.Command {
 	var backendName string
 	var models, shapes []string
 	var matmulOnly bool
+	var batches []int
 	c := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure kernel throughput per op and shape next to a memory-copy baseline",
@@ -50,10 +51,15 @@ func newBenchCmd() *cobra.Command {
 				}
 				shs = append(shs, sh)
 			}
+			for _, b := range batches {
+				if b < 1 || b > 4096 {
+					return usagef("--batch %d: want 1 to 4096 rows of x", b)
+				}
+			}
 			var rows []bench.Row
 			if !gpuOnly {
 				be := cpu.New(0)
-				if rows, err = bench.Run(bench.Options{Quick: quick, Backends: []quant.Backend{be}, Shapes: shs, MatMulOnly: matmulOnly}); err != nil {
+				if rows, err = bench.Run(bench.Options{Quick: quick, Backends: []quant.Backend{be}, Shapes: shs, MatMulOnly: matmulOnly, Batches: batches}); err != nil {
 					return err
 				}
 				if !matmulOnly {
@@ -104,6 +110,7 @@ func newBenchCmd() *cobra.Command {
 	c.Flags().StringVar(&backendName, "backend", "auto", "GPU rows: auto (when a GPU is usable), cpu (none), cuda or cuda:N (required)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	c.Flags().StringArrayVar(&shapes, "shape", nil, "weight shape ROWSxCOLS of the kernel rows instead of the defaults (repeatable)")
+	c.Flags().IntSliceVar(&batches, "batch", nil, "rows of x of the matmul rows (default 1,16; 1 with --quick)")
 	c.Flags().BoolVar(&matmulOnly, "matmul-only", false, "only the memcpy baseline, the F32 anchor and the quantized matmuls (no eval rows unless --model)")
 	c.Flags().StringArrayVar(&models, "model", nil, "also time the forward pass (tokens/s) of this checkpoint directory, as stored and quantized (repeatable)")
 	return c
