@@ -40,7 +40,7 @@ unit:
 
 # The concurrent packages again under the race detector (short mode).
 race:
-	$(GO) test -count=1 -race -short ./cpu ./synth ./model ./gpu/... ./backend .
+	$(GO) test -count=1 -race -short ./cpu ./synth ./model ./gpu/... ./backend ./gptq .
 
 # Short runs of every fuzz target; the corpus seeds also run in `unit`.
 fuzz:

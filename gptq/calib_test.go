@@ -77,6 +77,9 @@ func targets(m *model.Model, g int, names ...string) func(string) (quant.Layout,
 // precedes), with H measured here independently through the model's
 // Observer, GPTQ's proxy loss is below round-to-nearest's for every matrix.
 func TestGPTQOnRealLayerBeatsRTN(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: runs the real model's calibration several times (about 10 s)")
+	}
 	seqs := calibSeqs(t, requireMinillama(t), 4, 96)
 	ref := loadMinillama(t)
 	names := ref.Stages(0)
@@ -130,6 +133,9 @@ func TestGPTQOnRealLayerBeatsRTN(t *testing.T) {
 
 // The bytes do not depend on the number of goroutines.
 func TestSequentialDeterministic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: runs the real model's calibration several times (about 10 s)")
+	}
 	seqs := calibSeqs(t, requireMinillama(t), 2, 48)
 	run := func(workers, procs int) map[string]*Rounded {
 		old := runtime.GOMAXPROCS(procs)
