@@ -152,7 +152,8 @@ func (p pair) testDequantize(t *testing.T, seed uint64) {
 
 // MatMulLayouts are the weight layouts of the MatMul cases: ragged rows,
 // odd INT4 rows, odd groups, more groups than lanes, row counts around the
-// multiples of 4 and 8 that kernels block by, and the largest group size.
+// multiples of 4 and 8 that kernels block by and the tiles of the CPU
+// vector kernels, and the largest group size.
 var MatMulLayouts = []quant.Layout{
 	{Rows: 5, Cols: 300, GroupSize: 128, Precision: quant.INT8},
 	{Rows: 3, Cols: 172, GroupSize: 64, Precision: quant.INT8},
@@ -165,6 +166,10 @@ var MatMulLayouts = []quant.Layout{
 	{Rows: 5, Cols: 301, GroupSize: 4, Precision: quant.INT4}, // 76 groups, odd row
 	{Rows: 8, Cols: 300, GroupSize: 64, Precision: quant.INT4},
 	{Rows: 17, Cols: 172, GroupSize: 128, Precision: quant.INT4},
+	// Around the CPU vector kernels' tiles (32 and 64 rows) and transposer
+	// steps (32 and 64 columns), with odd groups that straddle them.
+	{Rows: 65, Cols: 200, GroupSize: 7, Precision: quant.INT4},
+	{Rows: 33, Cols: 130, GroupSize: 64, Precision: quant.INT8},
 }
 
 // MatMulMs are the numbers of rows of x in the MatMul cases.
