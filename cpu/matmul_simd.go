@@ -167,32 +167,34 @@ func mmInterleave(s *mmScratch, x []float32, m, cols, mt int) []float32 {
 	return xi
 }
 
+// mmMBlock is the most rows of x whose accumulators a worker holds at
+// once (64 × 8 KiB with AVX-512): larger m is taken in blocks of rows,
+// re-reading the tile's codes (re-transposing them when the columns take
+// more than one chunk).
+const mmMBlock = 64
+
 // mmTiles computes the outputs of the weight rows of tiles [lo, hi).
 func mmTiles(k *mmISA, s *mmScratch, y, x, xi []float32, m int, packed []byte, scales []uint16, l quant.Layout, lo, hi int) {
-	rows, cols, gs, gpr, rb := l.Rows, l.Cols, l.GroupSize, l.GroupsPerRow(), l.RowBytes()
-	int4 := l.Precision == quant.INT4
+	rows, cols, gs, rb := l.Rows, l.Cols, l.GroupSize, l.RowBytes()
 	lanes, step, tr := k.lanes, k.step, 4*k.lanes
-	trans := k.trans8
-	if int4 {
-		trans = k.trans4
-	}
 	cw := min(mmChunkCols(l), cols)
 	cwPad := (cw + step - 1) / step * step
 	ngc := (cw + gs - 1) / gs
-	mPad := (m + k.mTile - 1) / k.mTile * k.mTile
 	stepBytes := step
-	if int4 {
+	if l.Precision == quant.INT4 {
 		stepBytes = step / 2
 	}
+	mb := min(m, mmMBlock)
 	bstride := cwPad*lanes + mmBlockPad
 	s.codes = grow(s.codes, 4*bstride)
 	s.stage = grow(s.stage, lanes*stepBytes)
 	s.zero = grow(s.zero, rb)
 	clear(s.zero)
 	s.sc = grow(s.sc, ngc*tr)
-	s.acc = grow(s.acc, mPad*32*tr)
+	s.acc = grow(s.acc, (mb+k.mTile)*32*tr)
 	s.y = grow(s.y, tr)
 	accM := 32 * tr // accumulators of one row of x
+	single := cw == cols
 
 	a := &s.args
 	for j := range 4 {
@@ -202,83 +204,106 @@ func mmTiles(k *mmISA, s *mmScratch, y, x, xi []float32, m int, packed []byte, s
 	for t := lo; t < hi; t++ {
 		n0 := t * tr
 		nr := min(tr, rows-n0)
-		clear(s.acc)
-		for c0 := 0; c0 < cols; c0 += cw {
-			cn := min(cw, cols-c0)
-			full := cn / step * step
-			for j := range 4 {
-				rp := &s.rp
-				for i := range lanes {
-					if r := n0 + j*lanes + i; r < rows {
-						rp[i] = &packed[r*rb]
-					} else {
-						rp[i] = &s.zero[0]
-					}
+		if single {
+			mmPrepare(k, s, packed, scales, l, n0, 0, cols, cwPad, bstride, stepBytes)
+		}
+		for i0 := 0; i0 < m; i0 += mb {
+			i1 := min(i0+mb, m)
+			clear(s.acc)
+			for c0 := 0; c0 < cols; c0 += cw {
+				cn := min(cw, cols-c0)
+				if !single {
+					mmPrepare(k, s, packed, scales, l, n0, c0, cn, cwPad, bstride, stepBytes)
 				}
-				dst := s.codes[j*bstride : j*bstride+cwPad*lanes]
-				off := c0
-				if int4 {
-					off = c0 / 2
+				g0 := c0 / gs
+				a.cols = cn
+				g := i0 + mmGemmRows(i1-i0, k.mTile)
+				for i := i0; i < g; i += k.mTile {
+					// mTile rows of x; a short last tile repeats its last row
+					// into spare accumulators.
+					a.sc, a.scOf, a.lane, a.acc = &s.sc[0], 0, g0%quant.MatMulLanes, &s.acc[(i-i0)*accM]
+					a.x = &xi[i*cols+c0*k.mTile] // tiles of mTile rows from row 0: i is a multiple of mTile
+					k.gemm(a)
 				}
-				if full > 0 {
-					trans(&dst[0], rp, off, full)
-				}
-				if rem := cn - full; rem > 0 {
-					// The last columns, zero-padded to one step.
-					nb, from := rem, off+full
-					if int4 {
-						nb, from = (rem+1)/2, off+full/2
-					}
-					sp := &s.sp
-					for i := range lanes {
-						st := s.stage[i*stepBytes : (i+1)*stepBytes]
-						clear(st)
-						if r := n0 + j*lanes + i; r < rows {
-							copy(st, packed[r*rb+from:r*rb+from+nb])
-						}
-						sp[i] = &st[0]
-					}
-					trans(&dst[full*lanes], sp, 0, step)
+				if g < i1 {
+					a.sc, a.scOf, a.lane, a.acc = &s.sc[0], 0, g0%quant.MatMulLanes, &s.acc[(g-i0)*accM]
+					a.x = &x[g*cols+c0]
+					k.gemv(a)
 				}
 			}
-			g0 := c0 / gs
-			ng := (cn + gs - 1) / gs
-			sc := s.sc[:ng*tr]
-			for r := range tr {
-				if n0+r >= rows {
-					for gi := range ng {
-						sc[gi*tr+r] = 0
-					}
+			for i := i0; i < i1; i++ {
+				acc := &s.acc[(i-i0)*accM]
+				if nr == tr {
+					k.fold(&y[i*rows+n0], acc)
 					continue
 				}
-				src := scales[(n0+r)*gpr+g0 : (n0+r)*gpr+g0+ng]
-				for gi, v := range src {
-					sc[gi*tr+r] = v
-				}
-			}
-			a.cols = cn
-			g := mmGemmRows(m, k.mTile)
-			for i := 0; i < g; i += k.mTile {
-				// mTile rows of x; a short last tile repeats its last row
-				// into spare accumulators.
-				a.sc, a.scOf, a.lane, a.acc = &sc[0], 0, g0%quant.MatMulLanes, &s.acc[i*accM]
-				a.x = &xi[i*cols+c0*k.mTile]
-				k.gemm(a)
-			}
-			if g < m {
-				a.sc, a.scOf, a.lane, a.acc = &sc[0], 0, g0%quant.MatMulLanes, &s.acc[g*accM]
-				a.x = &x[g*cols+c0]
-				k.gemv(a)
+				k.fold(&s.y[0], acc)
+				copy(y[i*rows+n0:i*rows+n0+nr], s.y[:nr])
 			}
 		}
-		for i := range m {
-			acc := &s.acc[i*accM]
-			if nr == tr {
-				k.fold(&y[i*rows+n0], acc)
-				continue
+	}
+}
+
+// mmPrepare transposes the codes of columns [c0, c0+cn) of the tile whose
+// first row is n0 into s.codes (4 blocks, bstride apart) and its scales into
+// s.sc ([group][tile rows]); rows past the matrix are zeros.
+func mmPrepare(k *mmISA, s *mmScratch, packed []byte, scales []uint16, l quant.Layout, n0, c0, cn, cwPad, bstride, stepBytes int) {
+	rows, gs, gpr, rb := l.Rows, l.GroupSize, l.GroupsPerRow(), l.RowBytes()
+	int4 := l.Precision == quant.INT4
+	lanes, step, tr := k.lanes, k.step, 4*k.lanes
+	trans := k.trans8
+	if int4 {
+		trans = k.trans4
+	}
+	full := cn / step * step
+	for j := range 4 {
+		rp := &s.rp
+		for i := range lanes {
+			if r := n0 + j*lanes + i; r < rows {
+				rp[i] = &packed[r*rb]
+			} else {
+				rp[i] = &s.zero[0]
 			}
-			k.fold(&s.y[0], acc)
-			copy(y[i*rows+n0:i*rows+n0+nr], s.y[:nr])
+		}
+		dst := s.codes[j*bstride : j*bstride+cwPad*lanes]
+		off := c0
+		if int4 {
+			off = c0 / 2
+		}
+		if full > 0 {
+			trans(&dst[0], rp, off, full)
+		}
+		if rem := cn - full; rem > 0 {
+			// The last columns, zero-padded to one step.
+			nb, from := rem, off+full
+			if int4 {
+				nb, from = (rem+1)/2, off+full/2
+			}
+			sp := &s.sp
+			for i := range lanes {
+				st := s.stage[i*stepBytes : (i+1)*stepBytes]
+				clear(st)
+				if r := n0 + j*lanes + i; r < rows {
+					copy(st, packed[r*rb+from:r*rb+from+nb])
+				}
+				sp[i] = &st[0]
+			}
+			trans(&dst[full*lanes], sp, 0, step)
+		}
+	}
+	g0 := c0 / gs
+	ng := (cn + gs - 1) / gs
+	sc := s.sc[:ng*tr]
+	for r := range tr {
+		if n0+r >= rows {
+			for gi := range ng {
+				sc[gi*tr+r] = 0
+			}
+			continue
+		}
+		src := scales[(n0+r)*gpr+g0 : (n0+r)*gpr+g0+ng]
+		for gi, v := range src {
+			sc[gi*tr+r] = v
 		}
 	}
 }
