@@ -32,15 +32,15 @@ func factor(h []float64, k int, damp float64, tokens int64, workers int) (u, dia
 		notices = append(notices, fmt.Sprintf("only %d calibration tokens for %d input channels: H is singular, damping makes it definite", tokens, k))
 	}
 	mean := sum / float64(k)
-	hd := make([]float64, k*k)
+	var hd []float64
 	for try := 0; ; try++ {
+		hd = make([]float64, k*k) // a failed try leaves a factor behind
 		if mean == 0 || try > maxRetries {
 			if mean != 0 {
 				notices = append(notices, "H stayed indefinite after the retries: plain rounding (H = I)")
 			} else {
 				notices = append(notices, "no input channel active in calibration: plain rounding (H = I)")
 			}
-			clear(hd)
 			for i := range k {
 				hd[i*k+i] = 1
 			}
@@ -79,8 +79,10 @@ func upperInverseFactor(a []float64, k, workers int) ([]float64, bool) {
 		return nil, false
 	}
 	x := lowerInverse(a, k, workers)
-	// U[i][j] = X[K-1-i][K-1-j], x holding X column by column.
-	u := make([]float64, k*k)
+	// U[i][j] = X[K-1-i][K-1-j], x holding X column by column; a (L) is
+	// no longer needed and holds U, which saves a K×K buffer.
+	u := a
+	clear(u)
 	for i := range k {
 		for j := i; j < k; j++ {
 			u[i*k+j] = x[(k-1-j)*k+(k-1-i)]
