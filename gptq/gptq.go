@@ -23,6 +23,10 @@ type Options struct {
 	Search bool
 	// Workers bounds the goroutines (0: GOMAXPROCS). It does not change the result.
 	Workers int
+
+	// reference runs the rows one at a time (the reference the tiled
+	// loop is tested against).
+	reference bool
 }
 
 // Defaults of Options.
@@ -113,21 +117,59 @@ func QuantizeContext(ctx context.Context, w []float32, l quant.Layout, h []float
 	nw := max(1, min(workers, l.Rows))
 	parts := make([]part, nw)
 	losses := make([]float64, 2*l.Rows)
+	gpr := l.GroupsPerRow()
 	par.Split(l.Rows, 1, nw, func(c, lo, hi int) {
-		sc := newRowScratch(k)
 		p := &parts[c]
-		for r := lo; r < hi; r++ {
+		if opt.reference {
+			sc := newRowScratch(k)
+			for r := lo; r < hi; r++ {
+				if ctx.Err() != nil {
+					p.err, p.errRow = stop.Err(ctx), r
+					return
+				}
+				m, loss, lossRTN, err := run.row(sc, w[r*k:(r+1)*k], res.W[r*k:(r+1)*k], res.Scales[r*gpr:(r+1)*gpr])
+				if err != nil {
+					p.err, p.errRow = err, r
+					return
+				}
+				p.rows[m]++
+				losses[2*r], losses[2*r+1] = loss, lossRTN
+			}
+			return
+		}
+		sc := newTileScratch(k, gpr)
+		var xs, outs [][]float32
+		var scs [][]uint16
+		var tr [tileRows]tileResult
+		for r0 := lo; r0 < hi; r0 += tileRows {
 			if ctx.Err() != nil {
-				p.err, p.errRow = stop.Err(ctx), r
+				p.err, p.errRow = stop.Err(ctx), r0
 				return
 			}
-			m, loss, lossRTN, err := run.row(sc, w[r*k:(r+1)*k], res.W[r*k:(r+1)*k], res.Scales[r*l.GroupsPerRow():(r+1)*l.GroupsPerRow()])
-			if err != nil {
-				p.err, p.errRow = err, r
+			r1 := min(hi, r0+tileRows)
+			xs, outs, scs = xs[:0], outs[:0], scs[:0]
+			for r := r0; r < r1; r++ {
+				xs = append(xs, w[r*k:(r+1)*k])
+				outs = append(outs, res.W[r*k:(r+1)*k])
+				scs = append(scs, res.Scales[r*gpr:(r+1)*gpr])
+			}
+			if err := run.tile(sc, xs, outs, scs, tr[:r1-r0]); err != nil {
+				// Name the first failing row in row order, whatever the
+				// tiles: redo the tile's rows one at a time.
+				rs := newRowScratch(k)
+				for r := r0; r < r1; r++ {
+					if _, _, _, err := run.row(rs, w[r*k:(r+1)*k], res.W[r*k:(r+1)*k], res.Scales[r*gpr:(r+1)*gpr]); err != nil {
+						p.err, p.errRow = err, r
+						return
+					}
+				}
+				p.err, p.errRow = err, r0 // not reached: the rows fail alone too
 				return
 			}
-			p.rows[m]++
-			losses[2*r], losses[2*r+1] = loss, lossRTN
+			for t := range r1 - r0 {
+				p.rows[tr[t].method]++
+				losses[2*(r0+t)], losses[2*(r0+t)+1] = tr[t].loss, tr[t].lossRTN
+			}
 		}
 	})
 	if ctx.Err() != nil {
@@ -333,7 +375,8 @@ func (r *rowRun) gptq(sc *rowScratch, x, out []float32, scales []uint16) error {
 }
 
 // loss is (x−q)ᵀ H (x−q) for one row, in binary64:
-// Σ_i d_i·(H_ii·d_i + 2·Σ_{j<i} H_ij·d_j), sums ascending.
+// Σ_i d_i·(H_ii·d_i + 2·Σ_{j<i} H_ij·d_j), the outer sum ascending, the
+// inner one as dot4 computes it.
 func (r *rowRun) loss(sc *rowScratch, x, q []float32) float64 {
 	k := r.l.Cols
 	d := sc.diff
@@ -345,11 +388,7 @@ func (r *rowRun) loss(sc *rowScratch, x, q []float32) float64 {
 		if di == 0 {
 			continue
 		}
-		hi := r.h[i*k : i*k+i]
-		var s float64
-		for j, v := range hi {
-			s += float64(v * d[j])
-		}
+		s := dot4(r.h[i*k:i*k+i], d[:i])
 		total += float64(di * (float64(r.h[i*k+i]*di) + float64(2*s)))
 	}
 	return total

@@ -366,3 +366,51 @@ func TestSearchScalesErrors(t *testing.T) {
 	assert.Equal(t, 1, so.Row)
 	assert.Equal(t, 0, so.Group)
 }
+
+// The tiled loop (rows interleaved so that U and H are read once per
+// tile) gives the reference's bits: each row receives the same operations.
+func TestTileMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	for _, c := range []struct {
+		rows, k, g int
+		p          quant.Precision
+		search     bool
+	}{
+		{17, 96, 32, quant.INT4, true}, {9, 130, 64, quant.INT4, false}, {8, 40, 7, quant.INT8, true}, {3, 200, 256, quant.INT4, true},
+	} {
+		x := correlated(rng, 300, c.k)
+		h, _ := momentOf(t, x, 300, c.k)
+		w := randomWeights(rng, c.rows*c.k)
+		l := quant.Layout{Rows: c.rows, Cols: c.k, GroupSize: c.g, Precision: c.p}
+		ref, err := Quantize(w, l, h, 300, Options{Search: c.search, reference: true, Workers: 1})
+		require.NoError(t, err)
+		for _, workers := range []int{1, 2, 3} {
+			got, err := Quantize(w, l, h, 300, Options{Search: c.search, Workers: workers})
+			require.NoError(t, err)
+			require.Equal(t, ref.Scales, got.Scales, "%+v workers=%d", c, workers)
+			for i := range ref.W {
+				if math.Float32bits(ref.W[i]) != math.Float32bits(got.W[i]) {
+					t.Fatalf("%+v workers=%d: element %d: tiled %v, reference %v", c, workers, i, got.W[i], ref.W[i])
+				}
+			}
+			require.Equal(t, math.Float64bits(ref.Loss), math.Float64bits(got.Loss), "%+v", c)
+			require.Equal(t, math.Float64bits(ref.LossRTN), math.Float64bits(got.LossRTN), "%+v", c)
+			require.Equal(t, ref.Rows, got.Rows, "%+v", c)
+		}
+	}
+	// An overflowing scale names the same (first) row either way.
+	l := quant.Layout{Rows: 12, Cols: 16, GroupSize: 8, Precision: quant.INT8}
+	w := randomWeights(rng, 12*16)
+	w[9*16+3], w[5*16+12] = 1e7, -2e7
+	h := make([]float64, 16*16)
+	for i := range 16 {
+		h[i*16+i] = 1
+	}
+	for _, o := range []Options{{reference: true}, {Workers: 1}, {Workers: 2}} {
+		_, err := Quantize(w, l, h, 100, o)
+		var so *quant.ScaleOverflowError
+		require.ErrorAs(t, err, &so, "%+v", o)
+		assert.Equal(t, 5, so.Row, "%+v", o)
+		assert.Equal(t, 1, so.Group, "%+v", o)
+	}
+}
