@@ -13,7 +13,9 @@
 #      `mixq eval --quantized` decodes) for the quantized exports;
 #   5. require |Δ| < 0.1% for F32 and < 1% for the quantized exports
 #      (llama.cpp quantizes activations to Q8 for Q4_0/Q8_0 matmuls, so it
-#      cannot be exact).
+#      cannot be exact);
+#   6. the same for F32 exports of the synthetic Mixtral (stacked experts)
+#      and tied-embedding Llama, with a byte vocabulary (|Δ| < 0.1%).
 # About 10 minutes to build on 2 cores; running takes mostly mixq eval's
 # three passes over the text (CHUNKS=N evaluates only the first N chunks). Needs cmake, g++,
 # python3-numpy.
@@ -73,4 +75,28 @@ for v in f32 static int4-g64; do
 done
 echo "minillama eval.txt, $NCHUNK chunks of $NCTX tokens, second half of each scored"
 cat "$W/table"
+
+# The synthetic Mixtral (experts stacked) and tied-embedding Llama (rows of
+# 172), F32 exports with a byte vocabulary, on 20 kB of eval.txt in ASCII:
+# the layout changes must give mixq's perplexity within 0.1%.
+PYTHONPATH="$LLAMA/gguf-py" "$PY" scripts/byte_vocab.py "$W/bytes.gguf"
+head -c 20000 "$MODEL/eval.txt" | LC_ALL=C tr -cd '\11\12\15\40-\176' > "$W/ascii.txt"
+printf '%-10s %12s %12s %9s %s\n' export llama.cpp mixq delta limit > "$W/table2"
+for p in tiny-moe tiny; do
+  $MIXQ synth --preset "$p" -o "$W/$p" >/dev/null
+  $MIXQ quantize "$W/$p" -o "$W/$p-f32" --rule '.*=f32' >/dev/null 2>&1
+  $MIXQ export "$W/$p-f32" -o "$W/$p.gguf" --format gguf --vocab-from "$W/bytes.gguf" >/dev/null
+  "$BUILD/bin/llama-tokenize" -m "$W/$p.gguf" -f "$W/ascii.txt" --ids --log-disable > "$W/$p.ids" 2>/dev/null
+  "$PY" scripts/llama_ppl.py chunks "$W/$p.ids" 128 1 "$W/$p.json" >/dev/null
+  llama="$("$BUILD/bin/llama-perplexity" -m "$W/$p.gguf" -f "$W/ascii.txt" -c 128 -b 128 -t "$THREADS" 2>&1 \
+    | sed -n 's/.*Final estimate: PPL = \([0-9.]*\).*/\1/p')"
+  $MIXQ eval --model "$W/$p" --tokens "$W/$p.json" --logits-out "$W/$p.logits" >/dev/null 2>&1
+  mine="$("$PY" scripts/llama_ppl.py ppl "$W/$p.logits" "$W/$p.json" 256)"
+  delta="$("$PY" -c "print(f'{100*(float(\"$llama\")/float(\"$mine\")-1):+.4f}')")"
+  ok="$("$PY" -c "print(abs(float(\"$delta\")) < 0.1)")"
+  [ "$ok" = True ] || fail=1
+  printf '%-10s %12s %12s %8s%% <0.1%%\n' "$p-f32" "$llama" "$mine" "$delta" >> "$W/table2"
+done
+echo "synthetic models, F32 exports, byte vocabulary, chunks of 128"
+cat "$W/table2"
 exit $fail
