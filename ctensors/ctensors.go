@@ -133,12 +133,15 @@ func Plan(config []byte, srcs []Tensor, opt Options) (*Export, error) {
 			if len(r.Shape) == 2 {
 				rows, cols = r.Shape[0], r.Shape[1]
 			}
+			// A group longer than the row is the row: one scale per row,
+			// written as that group size.
+			g := min(int64(r.GroupSize), cols)
 			why := ""
 			switch {
 			case !linear || !packableRe.MatchString(s.Name):
 				why = "it is not a linear layer that vLLM quantizes"
-			case cols%int64(r.GroupSize) != 0:
-				why = fmt.Sprintf("its rows of %d are not a multiple of the group size %d", cols, r.GroupSize)
+			case cols%g != 0:
+				why = fmt.Sprintf("its rows of %d are not a multiple of the group size %d", cols, g)
 			case cols%pf != 0:
 				why = fmt.Sprintf("its rows of %d are not a multiple of %d codes per int32", cols, pf)
 			}
@@ -146,10 +149,10 @@ func Plan(config []byte, srcs []Tensor, opt Options) (*Export, error) {
 				it.packed, it.bits = true, bits
 				it.outs = []safetensors.Spec{
 					{Name: module + ".weight_packed", DType: safetensors.I32, Shape: []int64{rows, cols / pf}},
-					{Name: module + ".weight_scale", DType: safetensors.F16, Shape: []int64{rows, cols / int64(r.GroupSize)}},
+					{Name: module + ".weight_scale", DType: safetensors.F16, Shape: []int64{rows, cols / g}},
 					{Name: module + ".weight_shape", DType: safetensors.I64, Shape: []int64{2}},
 				}
-				k := [2]int{bits, r.GroupSize}
+				k := [2]int{bits, int(g)}
 				groups[k] = append(groups[k], module)
 			} else {
 				x.Notices = append(x.Notices, fmt.Sprintf("%s (%s) is written dequantized as F32 (exact) because %s", s.Name, r.Precision, why))

@@ -108,3 +108,23 @@ func TestPlan(t *testing.T) {
 	assert.Equal(t, []string{"lm_head", "model.layers.0.block_sparse_moe.gate", "model.layers.0.self_attn.o_proj", "model.layers.0.self_attn.v_proj"}, cfg.QC.Ignore)
 	assert.Len(t, x.Notices, 3, "embeddings, router and v_proj are dequantized")
 }
+
+// A group longer than the row is the row: tiny models with group 128 and
+// rows of 64 are packed as group 64, one scale per row.
+func TestLongGroupIsTheRow(t *testing.T) {
+	x, err := Plan(nil, []Tensor{{"model.layers.0.mlp.up_proj.weight", rec("int4", 128, "F32", 96, 64)}}, Options{})
+	require.NoError(t, err)
+	assert.Empty(t, x.Notices)
+	var cfg struct {
+		QC struct {
+			ConfigGroups map[string]struct {
+				Weights struct {
+					GroupSize int `json:"group_size"`
+				} `json:"weights"`
+			} `json:"config_groups"`
+		} `json:"quantization_config"`
+	}
+	require.NoError(t, json.Unmarshal(x.Layout.Config, &cfg))
+	assert.Equal(t, 64, cfg.QC.ConfigGroups["group_0"].Weights.GroupSize)
+	assert.Equal(t, []int64{96, 1}, x.Layout.Shards[0].Specs[1].Shape)
+}

@@ -116,12 +116,14 @@ func sourceType(s Source) (gguf.GGMLType, string) {
 		}
 		return gguf.F32, ""
 	}
+	// A group longer than the row is the row (one scale per row).
+	g := min(int64(r.GroupSize), cols)
 	why := ""
 	switch {
 	case cols%gguf.QK != 0:
 		why = fmt.Sprintf("its rows of %d are not a multiple of %d", cols, gguf.QK)
-	case r.GroupSize%gguf.QK != 0:
-		why = fmt.Sprintf("its group size %d is not a multiple of %d", r.GroupSize, gguf.QK)
+	case g%gguf.QK != 0:
+		why = fmt.Sprintf("its group size %d is not a multiple of %d", g, gguf.QK)
 	}
 	if why != "" {
 		return gguf.F16, fmt.Sprintf("%s (%s) is written as F16 (values rounded to f16) because %s", s.Name, r.Precision, why)
