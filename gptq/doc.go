@@ -66,8 +66,11 @@
 // Rows are independent and each is computed by one goroutine in a fixed
 // order, so the result is the same at every thread count; the
 // factorisations split independent dot products over goroutines, each in
-// ascending order. Nothing depends on the backend: the bytes are the same
-// on every one.
+// ascending order. Rows are processed in tiles of 8 that share each read
+// of U and H, which interleaves rows without changing any row's
+// operations (the per-row loop is kept as the reference and the tests
+// compare the two bit for bit). Nothing depends on the backend: the bytes
+// are the same on every one.
 //
 // # Calibration
 //
