@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 )
 
 // Magic is "GGUF" read as a little-endian uint32.
@@ -116,10 +117,13 @@ type TensorInfo struct {
 	Offset uint64
 }
 
-// NumElements is the product of the dimensions.
+// NumElements is the product of the dimensions, -1 when it overflows.
 func (t TensorInfo) NumElements() int64 {
 	n := int64(1)
 	for _, d := range t.Dims {
+		if d > math.MaxInt64 || (d > 0 && n > math.MaxInt64/int64(d)) {
+			return -1
+		}
 		n *= int64(d)
 	}
 	return n
@@ -130,11 +134,16 @@ func (t TensorInfo) Bytes() (int64, error) {
 	if len(t.Dims) == 0 {
 		return t.Type.RowBytes(1)
 	}
+	n := t.NumElements()
+	if n < 0 || n > math.MaxInt64/4 {
+		return 0, fmt.Errorf("tensor %q: dimensions %v overflow", t.Name, t.Dims)
+	}
 	rb, err := t.Type.RowBytes(int64(t.Dims[0]))
 	if err != nil {
 		return 0, fmt.Errorf("tensor %q: %w", t.Name, err)
 	}
-	return rb * (t.NumElements() / max(int64(t.Dims[0]), 1)), nil
+	// At most 4 bytes per element: no overflow below MaxInt64/4 elements.
+	return rb * (n / max(int64(t.Dims[0]), 1)), nil
 }
 
 // Layout is a complete file description: metadata, tensors with their

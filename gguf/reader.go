@@ -41,7 +41,7 @@ func Open(path string) (*File, error) {
 		return nil, err
 	}
 	g := &File{Path: path, f: f, Size: st.Size(), Alignment: DefaultAlignment}
-	cr := &countReader{r: bufio.NewReaderSize(f, 1<<16)}
+	cr := &countReader{r: bufio.NewReaderSize(f, 1<<16), size: st.Size()}
 	if err := g.readHeader(cr); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -50,8 +50,20 @@ func Open(path string) (*File, error) {
 }
 
 type countReader struct {
-	r io.Reader
-	n int64
+	r    io.Reader
+	n    int64
+	size int64
+}
+
+// fits reports whether n items of at least each bytes can still be in the
+// file, so that a corrupt length fails before it is allocated.
+func fits(r io.Reader, n uint64, each uint64) bool {
+	c, ok := r.(*countReader)
+	if !ok {
+		return true
+	}
+	left := uint64(max(c.size-c.n, 0))
+	return n <= left/max(each, 1)
 }
 
 func (c *countReader) Read(p []byte) (int, error) {
@@ -75,7 +87,7 @@ func (g *File) readHeader(r *countReader) error {
 		return fmt.Errorf("GGUF version %d is not supported (want 2 or 3)", hdr.Version)
 	}
 	g.Version = hdr.Version
-	if hdr.NKV > maxArray || hdr.NT > maxArray {
+	if hdr.NKV > maxArray || hdr.NT > maxArray || !fits(r, hdr.NKV, 12) || !fits(r, hdr.NT, 24) {
 		return errors.New("implausible tensor or key count")
 	}
 	for i := uint64(0); i < hdr.NKV; i++ {
@@ -143,8 +155,8 @@ func readString(r io.Reader) (string, error) {
 	if err := binary.Read(r, binary.LittleEndian, &n); err != nil {
 		return "", err
 	}
-	if n > maxString {
-		return "", fmt.Errorf("string of %d bytes", n)
+	if n > maxString || !fits(r, n, 1) {
+		return "", fmt.Errorf("string of %d bytes runs past the end of the file", n)
 	}
 	b := make([]byte, n)
 	if _, err := io.ReadFull(r, b); err != nil {
@@ -214,8 +226,8 @@ func readValue(r io.Reader, t ValueType) (any, error) {
 		if err := binary.Read(r, binary.LittleEndian, &hdr); err != nil {
 			return nil, err
 		}
-		if hdr.N > maxArray {
-			return nil, fmt.Errorf("array of %d elements", hdr.N)
+		if hdr.N > maxArray || !fits(r, hdr.N, 1) {
+			return nil, fmt.Errorf("array of %d elements runs past the end of the file", hdr.N)
 		}
 		return readArray(r, ValueType(hdr.T), int(hdr.N))
 	}
