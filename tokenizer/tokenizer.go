@@ -97,7 +97,8 @@ func exists(p string) bool {
 // USER_DEFINED. Ids at or beyond n (the embedding's rows) are ignored.
 func (v *Vocab) addedTokens(dir string, n int) error {
 	put := func(id int, text string, special bool) {
-		if id < 0 || (n > 0 && id >= n) {
+		// Without an embedding size, a far-off id is not worth padding to.
+		if id < 0 || (n > 0 && id >= n) || (n <= 0 && id >= len(v.Tokens)+1<<16) {
 			return
 		}
 		for len(v.Tokens) <= id {
