@@ -70,7 +70,7 @@ func Load(dir string, vocabSize int) (*Vocab, error) {
 			err = v.addedTokens(dir, vocabSize)
 		}
 	case exists(tj):
-		v, err = loadTokenizerJSON(tj)
+		v, err = loadTokenizerJSON(tj, vocabSize)
 	default:
 		return nil, ErrNoTokenizer
 	}
@@ -331,7 +331,9 @@ type tokenizerJSON struct {
 
 var byteToken = regexp.MustCompile(`^<0x[0-9A-F]{2}>$`)
 
-func loadTokenizerJSON(path string) (*Vocab, error) {
+// loadTokenizerJSON reads tokenizer.json; limit > 0 bounds the ids (the
+// embedding's rows), checked before any allocation.
+func loadTokenizerJSON(path string, limit int) (*Vocab, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, inputErr(path, err)
@@ -349,6 +351,9 @@ func loadTokenizerJSON(path string) (*Vocab, error) {
 	}
 	for _, t := range tj.AddedTokens {
 		n = max(n, t.ID+1)
+	}
+	if bound := max(limit, 0); (bound > 0 && n > bound) || n > 1<<24 {
+		return nil, inputErr(path, fmt.Errorf("has token id %d but the model's embedding has %d rows", n-1, limit))
 	}
 	v := &Vocab{Source: path, BOS: -1, EOS: -1, UNK: -1, PAD: -1}
 	v.Tokens = make([]string, n)
