@@ -1,5 +1,7 @@
 package cpu
 
+import "unsafe"
+
 // NewGrain is New with the least number of elements per goroutine set to
 // grain, so that tests can make even tiny tensors split into many chunks.
 func NewGrain(threads, grain int) *Backend {
@@ -50,3 +52,12 @@ func (b *Backend) WithMatMul(name string) (*Backend, bool) {
 
 // MatMulChunk is the most columns the vector MatMul transposes at once.
 const MatMulChunk = mmChunk
+
+// MMArgsOffsets are the byte offsets of mmArgs' fields that the assembly
+// reads (gen/matmul_asm.py): t, sc, x, acc, cols, gs, lane, scOf, pf, pfSt.
+var MMArgsOffsets = func() []uintptr {
+	var a mmArgs
+	return []uintptr{unsafe.Offsetof(a.t), unsafe.Offsetof(a.sc), unsafe.Offsetof(a.x), unsafe.Offsetof(a.acc),
+		unsafe.Offsetof(a.cols), unsafe.Offsetof(a.gs), unsafe.Offsetof(a.lane), unsafe.Offsetof(a.scOf),
+		unsafe.Offsetof(a.pf), unsafe.Offsetof(a.pfSt)}
+}()

@@ -52,6 +52,8 @@ type mmArgs struct {
 	gs   int        // 88: group size
 	lane int        // 96: lane of the chunk's first group (advanced by the kernel)
 	scOf int        // 104: byte offset of the next group's scales from sc (advanced)
+	pf   *byte      // 112: the kernels prefetch from here, one line per column ...
+	pfSt int        // 120: ... advancing by this many bytes
 }
 
 // mmChunk is the most columns transposed at once: 4096 columns of a
@@ -113,7 +115,9 @@ func (b *Backend) matmulSIMD(k *mmISA, y, x []float32, m int, packed []byte, sca
 	if n == 1 {
 		s := mmPool.Get().(*mmScratch)
 		defer mmPool.Put(s)
-		mmTiles(k, s, y, x, xi, m, packed, scales, l, 0, tiles)
+		for t := range tiles {
+			mmTiles(k, s, y, x, xi, m, packed, scales, l, t, t+1, min(t+1, tiles-1))
+		}
 		return
 	}
 	// The workers take tiles one at a time from a shared counter rather
@@ -125,12 +129,13 @@ func (b *Backend) matmulSIMD(k *mmISA, y, x []float32, m int, packed []byte, sca
 	parallel(n, 1, n, func(_, _, _ int) {
 		s := mmPool.Get().(*mmScratch)
 		defer mmPool.Put(s)
-		for {
-			t := int(next.Add(1)) - 1
-			if t >= tiles {
-				return
-			}
-			mmTiles(k, s, y, x, xi, m, packed, scales, l, t, t+1)
+		// Each worker claims its next tile before computing the current
+		// one, so that it can prefetch it.
+		t := int(next.Add(1)) - 1
+		for t < tiles {
+			tn := int(next.Add(1)) - 1
+			mmTiles(k, s, y, x, xi, m, packed, scales, l, t, t+1, min(tn, tiles-1))
+			t = tn
 		}
 	})
 }
@@ -173,8 +178,9 @@ func mmInterleave(s *mmScratch, x []float32, m, cols, mt int) []float32 {
 // more than one chunk).
 const mmMBlock = 64
 
-// mmTiles computes the outputs of the weight rows of tiles [lo, hi).
-func mmTiles(k *mmISA, s *mmScratch, y, x, xi []float32, m int, packed []byte, scales []uint16, l quant.Layout, lo, hi int) {
+// mmTiles computes the outputs of the weight rows of tiles [lo, hi); the
+// kernels prefetch the codes of tile pf meanwhile.
+func mmTiles(k *mmISA, s *mmScratch, y, x, xi []float32, m int, packed []byte, scales []uint16, l quant.Layout, lo, hi, pf int) {
 	rows, cols, gs, rb := l.Rows, l.Cols, l.GroupSize, l.RowBytes()
 	lanes, step, tr := k.lanes, k.step, 4*k.lanes
 	cw := min(mmChunkCols(l), cols)
@@ -217,6 +223,10 @@ func mmTiles(k *mmISA, s *mmScratch, y, x, xi []float32, m int, packed []byte, s
 				}
 				g0 := c0 / gs
 				a.cols = cn
+				// Prefetch the codes of the next tile (pf) in this chunk's
+				// share: tile bytes / cols per column.
+				a.pfSt = max(1, (tr*rb+cols-1)/cols)
+				a.pf = &packed[min(pf*tr*rb+c0*a.pfSt, len(packed)-1)]
 				g := i0 + mmGemmRows(i1-i0, k.mTile)
 				for i := i0; i < g; i += k.mTile {
 					// mTile rows of x; a short last tile repeats its last row

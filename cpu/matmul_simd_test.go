@@ -172,3 +172,10 @@ func FuzzMatMul(f *testing.F) {
 		}
 	})
 }
+
+// TestMMArgsLayout checks the offsets the generated assembly reads the
+// kernels' arguments at against the Go struct.
+func TestMMArgsLayout(t *testing.T) {
+	require.Equal(t, []uintptr{0, 32, 40, 72, 80, 88, 96, 104, 112, 120}, cpu.MMArgsOffsets,
+		"mmArgs changed: update T0, SC, X0, ... in cpu/gen/matmul_asm.py")
+}

@@ -189,7 +189,7 @@ for int4 in (False, True):
 
 # ---- compute kernels
 # mmArgs offsets
-T0, SC, X0, ACC, COLS, GS, LANE, SCOFF = 0, 32, 40, 72, 80, 88, 96, 104
+T0, SC, X0, ACC, COLS, GS, LANE, SCOFF, PF, PFSTEP = 0, 32, 40, 72, 80, 88, 96, 104, 112, 120
 
 def kernel(name, avx512, mt):
     V = "Z" if avx512 else "Y"
@@ -219,6 +219,12 @@ def kernel(name, avx512, mt):
     # One row of x: x[k] at (AX)(SI*4). Several: interleaved by the
     # driver, x[k][m] at AX, which advances by 4*mt bytes per column.
     emit("\tMOVQ %d(DI), AX" % X0)
+    # The packed codes of the worker's next tile are prefetched into L2
+    # meanwhile, in address order, a.pfStep bytes further per column (the
+    # transposer reads 16 rows in lockstep, which the hardware prefetchers
+    # do not follow well).
+    emit("\tMOVQ %d(DI), BX" % PF)
+    emit("\tMOVQ %d(DI), CX" % PFSTEP)
     emit("\tXORQ SI, SI")
     emit("\tXORQ R12, R12")
     g = name + "group"
@@ -249,6 +255,8 @@ def kernel(name, avx512, mt):
             emit("\tVADDPS %s%d, %s%d, %s%d" % (V, tr, V, 4*m + j, V, 4*m + j))
     if mt > 1:
         emit("\tADDQ $%d, AX" % (4*mt))
+    emit("\tPREFETCHT1 (BX)")
+    emit("\tADDQ CX, BX")
     emit("\tINCQ SI")
     emit("\tADDQ $%d, R12" % cstride)
     emit("\tCMPQ SI, R13")
