@@ -276,6 +276,9 @@ func Plan(config []byte, srcs []Source, opt Options) (*Export, error) {
 		x.Tensors = append(x.Tensors, *t)
 		infos = append(infos, gguf.TensorInfo{Name: t.Name, Dims: dims, Type: t.Type})
 	}
+	if err := checkComplete(order, cfg); err != nil {
+		return nil, err
+	}
 	if cfg.RopeScaling != nil && cfg.RopeScaling.Type == model.RopeLlama3 {
 		f := llama3Factors(cfg)
 		x.Tensors = append(x.Tensors, Tensor{Name: RopeFreqsName, Type: gguf.F32, Rows: 1, Cols: int64(len(f)), Generated: f})
@@ -295,6 +298,34 @@ func Plan(config []byte, srcs []Source, opt Options) (*Export, error) {
 		return nil, err
 	}
 	return x, nil
+}
+
+// checkComplete refuses a checkpoint that lacks a tensor llama.cpp's
+// loader requires, naming it, rather than write a file that cannot load.
+func checkComplete(order []*Tensor, cfg *model.Config) error {
+	have := map[string]bool{}
+	for _, t := range order {
+		have[t.Name] = true
+	}
+	need := []string{"token_embd.weight", "output_norm.weight"}
+	for b := 0; b < cfg.Layers; b++ {
+		for _, n := range []string{"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm"} {
+			need = append(need, fmt.Sprintf("blk.%d.%s.weight", b, n))
+		}
+		ffn := []string{"ffn_gate", "ffn_up", "ffn_down"}
+		if cfg.Experts > 0 {
+			ffn = []string{"ffn_gate_inp", "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"}
+		}
+		for _, n := range ffn {
+			need = append(need, fmt.Sprintf("blk.%d.%s.weight", b, n))
+		}
+	}
+	for _, n := range need {
+		if !have[n] {
+			return quant.InputError(fmt.Errorf("GGUF export: the checkpoint has no tensor for %s, which llama.cpp requires", n))
+		}
+	}
+	return nil
 }
 
 // fileType is general.file_type: the llama_ftype of the type holding the

@@ -2,6 +2,7 @@ package ggufexport
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -137,6 +138,8 @@ func TestPlanErrors(t *testing.T) {
 		"unknown tensor": {mixtralConfig, append(base[:len(base):len(base)], Source{"model.layers.0.self_attn.q_norm.weight", rec("keep", 0, 16)}), "model.layers.0.self_attn.q_norm.weight"},
 		"missing expert": {mixtralConfig, append(append([]Source{}, base[:12]...), base[13:]...), "blk.0.ffn_up_exps.weight"},
 		"no embedding":   {mixtralConfig, base[1:], "embed_tokens"},
+		"no norm":        {mixtralConfig, base[:len(base)-1], "output_norm.weight"},
+		"no layer 1":     {strings.Replace(mixtralConfig, `"num_hidden_layers": 1`, `"num_hidden_layers": 2`, 1), base, "blk.1.attn_norm.weight"},
 		"no config":      {"", base, "config.json"},
 		"bad heads":      {mixtralConfig, append(append([]Source{}, base[:2]...), Source{"model.layers.0.self_attn.q_proj.weight", rec("int4", 32, 60, 64)}), "heads"},
 	} {
