@@ -15,7 +15,9 @@
 #      (llama.cpp quantizes activations to Q8 for Q4_0/Q8_0 matmuls, so it
 #      cannot be exact);
 #   6. the same for F32 exports of the synthetic Mixtral (stacked experts)
-#      and tied-embedding Llama, with a byte vocabulary (|Δ| < 0.1%).
+#      and tied-embedding Llama, with a byte vocabulary (|Δ| < 0.1%);
+#   and before all that, llama-tokenize of the first 100 lines of eval.txt
+#   must give SentencePiece's ids (eval_tokens.json).
 # About 10 minutes to build on 2 cores; running takes mostly mixq eval's
 # three passes over the text (CHUNKS=N evaluates only the first N chunks). Needs cmake, g++,
 # python3-numpy.
@@ -48,6 +50,9 @@ for v in f32 static int4-g64; do
   $MIXQ quantize "$MODEL" -o "$W/$v" ${FLAGS[$v]} >/dev/null 2>&1
   $MIXQ export "$W/$v" -o "$W/$v.gguf" --format gguf --tokenizer-dir "$MODEL" >/dev/null
 done
+
+# The exported vocabulary must tokenize as SentencePiece does.
+"$PY" scripts/llama_ppl.py tokcheck "$BUILD/bin/llama-tokenize" "$W/static.gguf" "$MODEL/eval.txt" "$MODEL/eval_tokens.json" 100
 
 # llama.cpp's tokens of eval.txt, cut as llama-perplexity cuts them.
 "$BUILD/bin/llama-tokenize" -m "$W/f32.gguf" -f "$MODEL/eval.txt" --ids --log-disable > "$W/ids.txt" 2>/dev/null
