@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
+	"github.com/mixq/mixq/internal/infile"
 	"github.com/mixq/mixq/quant"
 	"github.com/mixq/mixq/safetensors"
 )
@@ -231,26 +231,7 @@ const MaxJSONSize = 64 << 20
 // file gives an error satisfying errors.Is(err, fs.ErrNotExist); anything
 // else that is wrong with it is an input error naming it.
 func readSmall(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, quant.InputError(fmt.Errorf("%s: not a regular file", path))
-	}
-	raw, err := io.ReadAll(io.LimitReader(f, MaxJSONSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(raw) > MaxJSONSize {
-		return nil, quant.InputError(fmt.Errorf("%s: larger than %d MiB, which no configuration or index is", path, MaxJSONSize>>20))
-	}
-	return raw, nil
+	return infile.ReadFile(path, MaxJSONSize, "configuration or index")
 }
 
 func readConfig(dir string) ([]byte, error) {

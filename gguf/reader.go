@@ -8,6 +8,8 @@ import (
 	"io"
 	"math"
 	"os"
+
+	"github.com/mixq/mixq/internal/infile"
 )
 
 // File is an opened GGUF file: its metadata and tensor descriptors.
@@ -31,13 +33,9 @@ const (
 
 // Open reads the header of a GGUF file. Errors name the file.
 func Open(path string) (*File, error) {
-	f, err := os.Open(path)
+	// infile.Open refuses a FIFO or device (which would block or never end).
+	f, st, err := infile.Open(path)
 	if err != nil {
-		return nil, err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
 		return nil, err
 	}
 	g := &File{Path: path, f: f, Size: st.Size(), Alignment: DefaultAlignment}

@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"os"
 	"regexp"
 	"strings"
 
+	"github.com/mixq/mixq/internal/infile"
 	"github.com/mixq/mixq/quant"
 )
 
@@ -66,11 +66,15 @@ type rulesFile struct {
 	Rules []Rule `json:"rules"`
 }
 
+// MaxRulesFile bounds a rules file: real ones are a few lines, and a larger
+// file, or a FIFO or device that may never end, is refused unread.
+const MaxRulesFile = 64 << 20
+
 // LoadRules reads an ordered list of rules from a JSON file.
 func LoadRules(path string) ([]Rule, error) {
-	b, err := os.ReadFile(path)
+	b, err := infile.ReadFile(path, MaxRulesFile, "rules file")
 	if err != nil {
-		return nil, quant.InputError(err)
+		return nil, err
 	}
 	var rules []Rule
 	dec := func(v any) error {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/mixq/mixq/internal/infile"
 	"github.com/mixq/mixq/quant"
 	"golang.org/x/sys/unix"
 )
@@ -26,19 +27,14 @@ type File struct {
 // data buffer. Errors are marked with quant.ErrInput when the file is
 // malformed, and always name the path.
 func Open(path string) (*File, error) {
-	osf, err := os.Open(path)
-	if err != nil {
-		return nil, quant.InputError(err) // a missing input is the user's to fix
-	}
-	// The mapping outlives the descriptor, so it is closed on every path.
-	defer osf.Close()
-	st, err := osf.Stat()
+	// infile.Open refuses a FIFO or device without blocking on it (a missing
+	// input is the user's to fix, too).
+	osf, st, err := infile.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	if !st.Mode().IsRegular() {
-		return nil, quant.InputError(fmt.Errorf("%s: not a regular file", path))
-	}
+	// The mapping outlives the descriptor, so it is closed on every path.
+	defer osf.Close()
 	h, err := parseHeader(osf, st.Size())
 	if err != nil {
 		var te *quant.TensorError

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 )
 
 // The fields of sentencepiece_model.proto that are read:
@@ -82,9 +81,9 @@ func nextField(buf []byte) (protoField, []byte, error) {
 }
 
 func loadSentencePiece(path string) (*Vocab, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := readFile(path)
 	if err != nil {
-		return nil, inputErr(path, err)
+		return nil, err
 	}
 	v, err := parseModelProto(raw)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/mixq/mixq/internal/infile"
 	"github.com/mixq/mixq/quant"
 )
 
@@ -49,6 +50,16 @@ type Vocab struct {
 	// caller should tell the user.
 	Source  string
 	Notices []string
+}
+
+// maxFile bounds a tokenizer file: the largest real tokenizer.json files
+// (256k-token vocabularies) are tens of MB.
+const maxFile = 256 << 20
+
+// readFile reads a tokenizer file, refusing a FIFO (which would block the
+// read forever), a device (which may never end) or a file over maxFile.
+func readFile(path string) ([]byte, error) {
+	return infile.ReadFile(path, maxFile, "tokenizer file")
 }
 
 func inputErr(path string, err error) error {
@@ -112,7 +123,11 @@ func (v *Vocab) addedTokens(dir string, n int) error {
 		}
 	}
 	atPath := filepath.Join(dir, "added_tokens.json")
-	if raw, err := os.ReadFile(atPath); err == nil {
+	raw, err := readFile(atPath)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err == nil {
 		var m map[string]int
 		if err := json.Unmarshal(raw, &m); err != nil {
 			return inputErr(atPath, fmt.Errorf("want an object of token ids: %v", err))
@@ -175,12 +190,12 @@ func (v *Vocab) fit(n int) error {
 
 // readJSON reads an optional JSON object file; absent is (nil, nil).
 func readJSON(path string) (map[string]json.RawMessage, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := readFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, inputErr(path, err)
+		return nil, err
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &m); err != nil {
@@ -277,7 +292,11 @@ func (v *Vocab) special(dir string) error {
 func (v *Vocab) templates(dir string, tc map[string]json.RawMessage, tcPath string) error {
 	raw, ok := tc["chat_template"]
 	if !ok || string(raw) == "null" {
-		if b, err := os.ReadFile(filepath.Join(dir, "chat_template.jinja")); err == nil {
+		b, err := readFile(filepath.Join(dir, "chat_template.jinja"))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		if err == nil {
 			v.ChatTemplate = string(b)
 			return nil
 		}
@@ -334,9 +353,9 @@ var byteToken = regexp.MustCompile(`^<0x[0-9A-F]{2}>$`)
 // loadTokenizerJSON reads tokenizer.json; limit > 0 bounds the ids (the
 // embedding's rows), checked before any allocation.
 func loadTokenizerJSON(path string, limit int) (*Vocab, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := readFile(path)
 	if err != nil {
-		return nil, inputErr(path, err)
+		return nil, err
 	}
 	var tj tokenizerJSON
 	if err := json.Unmarshal(raw, &tj); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mixq/mixq/eval"
+	"github.com/mixq/mixq/internal/infile"
 	"github.com/mixq/mixq/internal/safeout"
 	"github.com/mixq/mixq/model"
 	"github.com/mixq/mixq/quant"
@@ -63,11 +64,19 @@ func (f *tokenFlags) sequences(ctx context.Context, m *model.Model, minLen int, 
 	return nil, usagef("give --tokens FILE or --sample N")
 }
 
+// maxTokensFile bounds a token file. A JSON token takes at least 2 bytes
+// ("7,") and becomes an 8-byte int, so 256 MiB of JSON can hold up to 128M
+// tokens, about 1 GiB once decoded: more than any evaluation or calibration
+// set needs (WikiText-103 is about 120M tokens), yet an amount of memory a
+// workstation has to spare. A larger file, or a FIFO or device that may never
+// end, is refused before it is read.
+const maxTokensFile = 256 << 20
+
 // readTokens reads {"input_tokens": [...]} or {"sequences": [[...]]}.
 func readTokens(path string) ([][]int, error) {
-	b, err := os.ReadFile(path)
+	b, err := infile.ReadFile(path, maxTokensFile, "token list")
 	if err != nil {
-		return nil, quant.InputError(err)
+		return nil, err
 	}
 	var v struct {
 		InputTokens []int   `json:"input_tokens"`
