@@ -453,6 +453,9 @@ func vocabKVs(opt Options, rows int64) ([]gguf.KV, []string, error) {
 	if v.AddEOS != nil {
 		kvs = append(kvs, gguf.KV{Key: t + "add_eos_token", Value: *v.AddEOS})
 	}
+	if v.AddSpacePrefix != nil {
+		kvs = append(kvs, gguf.KV{Key: t + "add_space_prefix", Value: *v.AddSpacePrefix})
+	}
 	if v.ChatTemplate != "" {
 		kvs = append(kvs, gguf.KV{Key: "tokenizer.chat_template", Value: v.ChatTemplate})
 	}

@@ -41,8 +41,9 @@ type Vocab struct {
 	Merges []string
 	// Special token ids, -1 when unknown.
 	BOS, EOS, UNK, PAD int
-	// AddBOS and AddEOS are nil when the files do not say.
-	AddBOS, AddEOS *bool
+	// AddBOS and AddEOS are nil when the files do not say; AddSpacePrefix
+	// is tokenizer_config.json's add_prefix_space, nil when absent.
+	AddBOS, AddEOS, AddSpacePrefix *bool
 	// ChatTemplate is the default template; NamedTemplates the others.
 	ChatTemplate   string
 	NamedTemplates map[string]string
@@ -285,7 +286,7 @@ func (v *Vocab) special(dir string) error {
 		}
 		return nil
 	}
-	v.AddBOS, v.AddEOS = flag("add_bos_token"), flag("add_eos_token")
+	v.AddBOS, v.AddEOS, v.AddSpacePrefix = flag("add_bos_token"), flag("add_eos_token"), flag("add_prefix_space")
 	return v.templates(dir, tc, tcPath)
 }
 

@@ -123,9 +123,11 @@ func TestTokenizerJSON(t *testing.T) {
 	// Byte fallback BPE (Llama 2 / Mistral tokenizer.json): the llama model.
 	write("tokenizer.json", `{"model": {"type": "BPE", "byte_fallback": true, "vocab": {"<unk>": 0, "<s>": 1, "<0x0A>": 2, "▁a": 3}},
 	  "added_tokens": [{"id": 1, "content": "<s>", "special": true}], "pre_tokenizer": null}`)
-	write("tokenizer_config.json", `{"chat_template": "{{ y }}"}`)
+	write("tokenizer_config.json", `{"chat_template": "{{ y }}", "add_prefix_space": false}`)
 	v, err = Load(dir, 4)
 	require.NoError(t, err)
+	require.NotNil(t, v.AddSpacePrefix)
+	assert.False(t, *v.AddSpacePrefix)
 	assert.Equal(t, "llama", v.Model)
 	assert.Equal(t, []int32{Normal, Control, Byte, Normal}, v.Types)
 	assert.Equal(t, "{{ y }}", v.ChatTemplate)
