@@ -229,8 +229,19 @@ func CheckpointInputs(ck *checkpoint.Checkpoint) []string {
 // other files mixq reads) beside it. An index file stands for its directory.
 func InputPaths(path string) []string {
 	fi, err := os.Stat(path)
-	if err != nil || fi.IsDir() {
+	if err != nil {
 		return []string{path}
+	}
+	if fi.IsDir() {
+		// The directory's files count one by one too: in a Hugging Face
+		// cache snapshot they are symlinks to blobs elsewhere, and their
+		// real paths are what must not be written over.
+		ins := []string{path}
+		ents, _ := os.ReadDir(path)
+		for _, e := range ents {
+			ins = append(ins, filepath.Join(path, e.Name()))
+		}
+		return ins
 	}
 	if filepath.Base(path) == checkpoint.IndexName {
 		return []string{path, filepath.Dir(path)}

@@ -107,7 +107,7 @@ func (p *Plan) Estimate(target float64) *Estimate {
 	for _, x := range p.Layout.Extra {
 		e.Files = append(e.Files, FileSize{x.Name, x.Size})
 	}
-	e.Files = append(e.Files, FileSize{safeout.MarkerName, safeout.MarkerSize})
+	e.Files = append(e.Files, FileSize{safeout.MarkerName, p.Layout.MarkerBytes()})
 	order := []string{}
 	for _, q := range quant.Precisions {
 		order = append(order, q.String())

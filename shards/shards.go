@@ -61,14 +61,33 @@ type Extra struct {
 // TotalBytes is the exact size of every file the directory will hold,
 // mixq's marker file (safeout.MarkerName) included.
 func (l *Layout) TotalBytes() int64 {
-	n := int64(len(l.Index)+len(l.Config)) + safeout.MarkerSize
+	var n int64
+	for _, f := range l.entries() {
+		n += f.Size
+	}
+	return n + l.MarkerBytes()
+}
+
+// MarkerBytes is the size of mixq's marker in the directory, which lists
+// every other file (see safeout.MarkerName).
+func (l *Layout) MarkerBytes() int64 { return safeout.MarkerBytes(safeout.Directory, l.entries()) }
+
+// entries are the files of the directory but the marker, with their sizes.
+func (l *Layout) entries() []safeout.FileEntry {
+	var fs []safeout.FileEntry
 	for _, s := range l.Shards {
-		n += s.Size
+		fs = append(fs, safeout.FileEntry{Name: s.File, Size: s.Size})
+	}
+	if l.Index != nil {
+		fs = append(fs, safeout.FileEntry{Name: IndexName, Size: int64(len(l.Index))})
+	}
+	if l.Config != nil {
+		fs = append(fs, safeout.FileEntry{Name: "config.json", Size: int64(len(l.Config))})
 	}
 	for _, e := range l.Extra {
-		n += e.Size
+		fs = append(fs, safeout.FileEntry{Name: e.Name, Size: e.Size})
 	}
-	return n
+	return fs
 }
 
 // Plan assigns tensors to shards in order and computes every file's bytes.
@@ -193,7 +212,7 @@ func CreateLayout(dir string, l *Layout, replace bool) (*Writer, error) {
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	out, err := safeout.NewDir(dir)
+	out, err := safeout.NewDirFor(dir, safeout.Directory, replace)
 	if err != nil {
 		return nil, err
 	}

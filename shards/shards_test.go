@@ -121,15 +121,45 @@ func TestReplace(t *testing.T) {
 	require.ErrorContains(t, err, "marker")
 	assert.FileExists(t, filepath.Join(dir, "old"))
 
-	require.NoError(t, os.WriteFile(filepath.Join(dir, safeout.MarkerName), nil, 0o644))
-	w, err := CreateLayout(dir, l, true)
+	// A directory mixq wrote, holding just what its marker lists, is.
+	require.NoError(t, os.Remove(filepath.Join(dir, "old")))
+	require.NoError(t, os.Remove(dir))
+	w, err := CreateLayout(dir, l, false)
 	require.NoError(t, err)
 	writeAll(t, w, specs())
-	assert.FileExists(t, filepath.Join(dir, "old"), "the old output stays until the new one is complete")
 	require.NoError(t, w.Close())
-	assert.NoFileExists(t, filepath.Join(dir, "old"))
-	assert.FileExists(t, filepath.Join(dir, "model.safetensors"))
+	marker, err := os.ReadFile(filepath.Join(dir, safeout.MarkerName))
+	require.NoError(t, err)
+	assert.Contains(t, string(marker), "kind: checkpoint\nmanifest:\nfile 1148 model.safetensors\n")
+	assert.Equal(t, l.TotalBytes(), dirSize(t, dir), "the estimate counts the marker exactly")
+
+	l2, err := Plan(specs(), Options{Config: []byte("{}\n")})
+	require.NoError(t, err)
+	w, err = CreateLayout(dir, l2, true)
+	require.NoError(t, err)
+	writeAll(t, w, specs())
+	assert.NoFileExists(t, filepath.Join(dir, "config.json"), "the old output stays until the new one is complete")
+	require.NoError(t, w.Close())
+	assert.FileExists(t, filepath.Join(dir, "config.json"))
 	assertEmpty(t, filepath.Dir(dir), "out")
+
+	// A file the user added since is not mixq's to delete.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "adapter_model.safetensors"), []byte("mine"), 0o644))
+	_, err = CreateLayout(dir, l, true)
+	require.ErrorContains(t, err, "holds files mixq did not write there (adapter_model.safetensors)")
+}
+
+func dirSize(t *testing.T, dir string) int64 {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var n int64
+	for _, e := range ents {
+		fi, err := e.Info()
+		require.NoError(t, err)
+		n += fi.Size()
+	}
+	return n
 }
 
 func assertEmpty(t *testing.T, dir string, except ...string) {

@@ -173,8 +173,8 @@ func renderReport(r *importance.Report) (*renderedReport, error) {
 // stage writes the report files into a temporary directory beside dir; the
 // returned commit puts it in place (replacing an old report, which
 // checkOutput has already allowed) and discard removes it.
-func (rr *renderedReport) stage(dir string) (files []string, commit func() error, discard func(), err error) {
-	d, err := safeout.NewDir(dir)
+func (rr *renderedReport) stage(dir string, force bool) (files []string, commit func() error, discard func(), err error) {
+	d, err := safeout.NewDirFor(dir, safeout.Report, force)
 	if err != nil {
 		return nil, nil, nil, err
 	}

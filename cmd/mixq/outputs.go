@@ -12,7 +12,11 @@ import (
 // existing one is replaced only with --force and only when mixq wrote it.
 // Commands call it before any long work, so a refusal costs nothing.
 func checkOutput(path string, kind safeout.Kind, force bool, inputs ...string) error {
-	return safeout.Check(path, kind, force, inputs...)
+	if err := safeout.Check(path, kind, force, inputs...); err != nil {
+		return err
+	}
+	// A read-only destination is found now, not after an hour of work.
+	return safeout.CheckWritable(path)
 }
 
 // modelInputs lists what model paths given on the command line stand for

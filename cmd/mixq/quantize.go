@@ -43,6 +43,18 @@ temporary name and renamed when complete.`,
 			if err := checkOutput(out, outputKind(ef.format), force, inputs...); err != nil {
 				return err
 			}
+			// The report of the importance policies too, and it goes beside
+			// the output, never into it.
+			if pf.policy != "static" {
+				if reportDir == "" {
+					reportDir = filepath.Clean(out) + ".report"
+				}
+				if err := checkOutput(reportDir, safeout.Report, force, append(inputs, out)...); err != nil {
+					return err
+				}
+			} else if reportDir != "" {
+				warnf(c.ErrOrStderr(), "--report is ignored: the static policy writes no report (it is for --policy dynamic and budget)")
+			}
 			p, err := pf.plan(c, args[0])
 			if err != nil {
 				return err
@@ -62,18 +74,11 @@ temporary name and renamed when complete.`,
 			var reportFiles []string
 			commitReport := func() error { return nil }
 			if r := p.report(); r != nil {
-				if reportDir == "" {
-					reportDir = filepath.Clean(out) + ".report"
-				}
-				// The report goes beside the output, never into it.
-				if err := checkOutput(reportDir, safeout.Directory, force, append(inputs, out)...); err != nil {
-					return err
-				}
 				rep, err := renderReport(r)
 				if err != nil {
 					return err
 				}
-				files, commit, discard, err := rep.stage(reportDir)
+				files, commit, discard, err := rep.stage(reportDir, force)
 				if err != nil {
 					return err
 				}

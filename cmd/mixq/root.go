@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -132,14 +133,28 @@ func version() string {
 
 // run executes the command line and returns the process exit code.
 func run(args []string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	// SIGHUP (a closed terminal, a dropped ssh session) stops a run like
+	// Ctrl-C, with its cleanup. A reader that goes away (mixq ... | head)
+	// must not kill mixq halfway through writing: with SIGPIPE ignored a
+	// write to it fails instead.
+	signal.Ignore(syscall.SIGPIPE)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	var got atomic.Value
 	go func() {
-		// After the first signal the default disposition comes back, so a
-		// second Ctrl-C kills at once if cleaning up ever hangs; the next
-		// run removes what that leaves (see internal/safeout).
-		<-ctx.Done()
-		stop()
+		select {
+		case s := <-sigs:
+			got.Store(s)
+			cancel()
+			// The default disposition comes back, so a second Ctrl-C kills
+			// at once if cleaning up ever hangs; the next run removes what
+			// that leaves (see internal/safeout).
+			signal.Stop(sigs)
+		case <-ctx.Done():
+		}
 	}()
 	root := newRoot(stdout, stderr)
 	root.SetArgs(args)
@@ -153,8 +168,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
-	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+	if s, ok := got.Load().(os.Signal); ok && errors.Is(err, context.Canceled) {
 		fmt.Fprintln(stderr, "mixq: interrupted")
+		if s == syscall.SIGHUP {
+			return 128 + int(syscall.SIGHUP)
+		}
 		return exitInterrupted
 	}
 	fmt.Fprintf(stderr, "mixq: %v\n", err)

@@ -304,3 +304,108 @@ func TestInterruptWhileWritingKeepsTheOldOutput(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, ents, 1, "no temporaries")
 }
+
+// Found by the adversarial review after the first round of fixes.
+func TestReviewFindingsOnOutputs(t *testing.T) {
+	src := stories(t)
+	root := t.TempDir()
+	toks := filepath.Join(src, "reference.json")
+
+	// A Hugging Face cache snapshot: the checkpoint's files are symlinks
+	// to blobs elsewhere. The blobs are inputs.
+	blobs, snap := filepath.Join(root, "blobs"), filepath.Join(root, "snap")
+	copyTree(t, src, blobs)
+	require.NoError(t, os.MkdirAll(snap, 0o755))
+	for _, n := range []string{"model.safetensors", "config.json"} {
+		require.NoError(t, os.Symlink(filepath.Join(blobs, n), filepath.Join(snap, n)))
+	}
+	// Another model, and files that only look like mixq's outputs.
+	other := filepath.Join(root, "other")
+	copyTree(t, src, other)
+	require.NoError(t, os.WriteFile(filepath.Join(root, "pytorch_model.bin"), make([]byte, 4096), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "notes.json"), []byte(`{"mine": true}`), 0o644))
+	solo := filepath.Join(root, "solo")
+	copyTree(t, src, solo)
+	before := treeSums(t, root)
+
+	for _, c := range []struct {
+		args []string
+		why  string
+	}{
+		{[]string{"calibrate", snap, "--sample", "1", "--seq-len", "8", "-o", filepath.Join(blobs, "model.safetensors"), "--force"}, "is the input"},
+		{[]string{"analyze", snap, "-o", filepath.Join(blobs, "config.json"), "--force"}, "is the input"},
+		{[]string{"eval", "--model", snap, "--tokens", toks, "--logits-out", filepath.Join(blobs, "model.safetensors"), "--force"}, "is the input"},
+		{[]string{"calibrate", src, "--tokens", toks, "-o", filepath.Join(other, "model.safetensors"), "--force"}, "carries no mark"},
+		{[]string{"eval", "--model", src, "--tokens", toks, "--logits-out", filepath.Join(root, "pytorch_model.bin"), "--force"}, "carries no mark"},
+		{[]string{"analyze", src, "-o", filepath.Join(root, "notes.json"), "--force"}, "carries no mark"},
+		{[]string{"analyze", filepath.Join(solo, "model.safetensors"), "-o", filepath.Join(solo, "reference.json"), "--force"}, "carries no mark"},
+		{[]string{"eval", "--model", filepath.Join(solo, "model.safetensors"), "--tokens", toks, "--logits-out", filepath.Join(solo, "reference_logits.f32"), "--force"}, "carries no mark"},
+		{[]string{"quantize", src, "-o", filepath.Join(root, "notes.json", "q")}, "is a file, not a directory"},
+		{[]string{"quantize", src, "-o", other}, "mixq did not write it"},
+	} {
+		code, _, stderr := runCLI(t, c.args...)
+		refused(t, code, stderr, c.why, c.args)
+	}
+	assert.Equal(t, before, treeSums(t, root), "nothing was written over")
+
+	// A mixq output that the user has since added files to is theirs too.
+	q := filepath.Join(root, "q")
+	code, _, stderr := runCLI(t, "quantize", src, "-o", q)
+	require.Equal(t, 0, code, stderr)
+	require.NoError(t, os.WriteFile(filepath.Join(q, "adapter_model.safetensors"), []byte("lora"), 0o644))
+	args := []string{"quantize", src, "-o", q, "--force"}
+	code, _, stderr = runCLI(t, args...)
+	refused(t, code, stderr, "holds files mixq did not write there (adapter_model.safetensors)", args)
+	assert.FileExists(t, filepath.Join(q, "adapter_model.safetensors"))
+	require.NoError(t, os.Remove(filepath.Join(q, "adapter_model.safetensors")))
+
+	// A report never replaces a checkpoint, and is checked before the
+	// analysis runs (the analysis prints its notices).
+	args = []string{"quantize", src, "-o", filepath.Join(root, "q2"), "--policy", "dynamic", "--report", q, "--force"}
+	code, _, stderr = runCLI(t, args...)
+	refused(t, code, stderr, "is a mixq checkpoint directory, not a mixq report directory", args)
+	assert.NotContains(t, stderr, "signal dropped", "refused before the analysis")
+	assert.FileExists(t, filepath.Join(q, "model.safetensors"))
+
+	// --report under the static policy does nothing: say so.
+	code, _, stderr = runCLI(t, "quantize", src, "-o", filepath.Join(root, "q3"), "--report", filepath.Join(root, "r3"))
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stderr, "warning: --report is ignored")
+
+	// A destination that cannot be written is found before the work, and
+	// is the environment's fault.
+	code, _, stderr = runCLI(t, "calibrate", src, "--tokens", toks, "-o", "/proc/self/c.safetensors")
+	assert.Equal(t, 1, code, stderr)
+	assert.Contains(t, stderr, "cannot write")
+}
+
+// SIGHUP (a closed terminal) stops a run with its cleanup, and a reader
+// that goes away does not kill mixq halfway through writing.
+func TestHangupAndBrokenPipe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and writes a 370 MB checkpoint")
+	}
+	bin := safetyBinary(t)
+	dir := t.TempDir()
+	cmd := exec.Command(bin, "synth", "--preset", "seed", "-o", filepath.Join(dir, "s"))
+	require.NoError(t, cmd.Start())
+	waitForTemp(t, dir, "s", cmd.Process.Pid)
+	require.NoError(t, cmd.Process.Signal(syscall.SIGHUP))
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	require.ErrorAs(t, err, &ee)
+	assert.Equal(t, 129, ee.ExitCode())
+	ents, _ := os.ReadDir(dir)
+	assert.Empty(t, ents, "no temporaries after SIGHUP")
+
+	in := stories(t)
+	q := exec.Command(bin, "quantize", in, "-o", filepath.Join(dir, "q"))
+	r, w, err := os.Pipe()
+	require.NoError(t, err)
+	q.Stdout, q.Stderr = w, w
+	require.NoError(t, r.Close()) // nobody will ever read
+	err = q.Run()
+	w.Close()
+	require.NoError(t, err, "a closed stdout/stderr is no reason to abandon the output")
+	assert.FileExists(t, filepath.Join(dir, "q", "model.safetensors"))
+}

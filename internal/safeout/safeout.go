@@ -11,21 +11,53 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/mixq/mixq/quant"
 )
 
-// MarkerName is the file that marks a directory as mixq's own output. Its
-// content is fixed (MarkerSize bytes), so that size estimates stay exact.
+// MarkerName is the file that marks a directory as mixq's own output. It
+// says what kind of output the directory is and lists every file mixq put
+// in it with its size (see MarkerBytes), so that --force replaces only
+// that: a directory where the user has since added or changed a file is
+// refused.
 const MarkerName = ".mixq-output"
 
-const markerText = "This directory was written by mixq; `--force` lets mixq replace it.\n"
+const markerHead = "This directory was written by mixq; `--force` lets mixq replace it.\n"
 
-// MarkerSize is the size in bytes of the marker file in every output
-// directory.
-const MarkerSize = int64(len(markerText))
+// FileEntry is one file of an output directory, for the marker's manifest.
+type FileEntry struct {
+	Name string
+	Size int64
+}
+
+// markerContent renders the marker of a directory of the given kind that
+// holds files (the marker itself excluded), in name order.
+func markerContent(kind Kind, files []FileEntry) []byte {
+	files = slices.Clone(files)
+	slices.SortFunc(files, func(a, b FileEntry) int { return strings.Compare(a.Name, b.Name) })
+	var b strings.Builder
+	b.WriteString(markerHead)
+	b.WriteString("kind: " + kind.tag() + "\n")
+	b.WriteString("manifest:\n")
+	for _, f := range files {
+		fmt.Fprintf(&b, "file %d %s\n", f.Size, f.Name)
+	}
+	return []byte(b.String())
+}
+
+// tempMarker marks a directory being written: its kind, no manifest yet.
+func tempMarker(kind Kind) []byte {
+	return []byte(markerHead + "kind: " + kind.tag() + "\n")
+}
+
+// MarkerBytes is the exact size of the marker that a directory of this
+// kind holding files will get, so that size estimates stay exact.
+func MarkerBytes(kind Kind, files []FileEntry) int64 {
+	return int64(len(markerContent(kind, files)))
+}
 
 // Notice receives one-line notices about cleanup (a removed leftover, a
 // restored output). The command line points it at stderr.
@@ -43,11 +75,24 @@ type Kind struct {
 	Exts []string
 	// Sniff, when set, checks the first bytes of an existing file.
 	Sniff func(head []byte, size int64) bool
+	// Tag names a directory kind in the marker ("checkpoint", "report"):
+	// one kind of output never replaces another.
+	Tag string
+}
+
+func (k Kind) tag() string {
+	if k.Tag == "" {
+		return "checkpoint"
+	}
+	return k.Tag
 }
 
 var (
-	// Directory is a checkpoint or report directory that mixq writes.
-	Directory = Kind{Name: "mixq output directory", Dir: true}
+	// Directory is a checkpoint directory that mixq writes (quantize,
+	// dequantize, synth, a compressed-tensors export).
+	Directory = Kind{Name: "mixq checkpoint directory", Dir: true, Tag: "checkpoint"}
+	// Report is a report directory (report.json and charts).
+	Report = Kind{Name: "mixq report directory", Dir: true, Tag: "report"}
 	// Safetensors is a single .safetensors file.
 	Safetensors = Kind{Name: "safetensors file", Exts: []string{".safetensors"}, Sniff: sniffSafetensors}
 	// JSON is a single JSON file (an object or array).
@@ -130,20 +175,28 @@ func within(p, dir string) bool {
 }
 
 // CheckReplace refuses an existing out unless force is set and out is an
-// output of this kind that mixq wrote.
+// output of this kind that mixq wrote: a directory whose marker names this
+// kind and lists exactly the files it holds, or a file carrying mixq's mark
+// (see Marked) with the kind's extension and first bytes.
 func CheckReplace(out string, kind Kind, force bool) error {
 	fi, err := os.Lstat(out)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return err
-	}
-	if !force {
-		return quant.InputError(fmt.Errorf("%s already exists (use --force to replace it)", out))
+		return envOrInput(out, err)
 	}
 	refuse := func(why string) error {
 		return quant.InputError(fmt.Errorf("%s exists and %s; --force replaces only a %s that mixq wrote, so remove it yourself or choose another output", out, why, kind.Name))
+	}
+	if !force {
+		if kind.Dir && fi.IsDir() {
+			if why := dirMismatch(out, kind); why != "" {
+				// --force would be refused too: say so now.
+				return refuse(why)
+			}
+		}
+		return quant.InputError(fmt.Errorf("%s already exists (use --force to replace it)", out))
 	}
 	switch {
 	case fi.Mode()&fs.ModeSymlink != 0:
@@ -151,9 +204,8 @@ func CheckReplace(out string, kind Kind, force bool) error {
 	case kind.Dir && !fi.IsDir():
 		return refuse("is not a directory")
 	case kind.Dir:
-		m, err := os.Lstat(filepath.Join(out, MarkerName))
-		if err != nil || !m.Mode().IsRegular() {
-			return refuse("has no " + MarkerName + " marker, so mixq did not write it")
+		if why := dirMismatch(out, kind); why != "" {
+			return refuse(why)
 		}
 		return nil
 	case !fi.Mode().IsRegular():
@@ -162,19 +214,114 @@ func CheckReplace(out string, kind Kind, force bool) error {
 	if len(kind.Exts) > 0 && !hasExt(out, kind.Exts) {
 		return refuse(fmt.Sprintf("does not end in %s", strings.Join(kind.Exts, " or ")))
 	}
-	if kind.Sniff != nil {
-		f, err := os.Open(out)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		head := make([]byte, 64)
-		n, _ := io.ReadFull(f, head)
-		if !kind.Sniff(head[:n], fi.Size()) {
-			return refuse("does not look like a " + kind.Name)
-		}
+	f, err := os.Open(out)
+	if err != nil {
+		return envOrInput(out, err)
+	}
+	defer f.Close()
+	head := make([]byte, 64)
+	n, _ := io.ReadFull(f, head)
+	if kind.Sniff != nil && !kind.Sniff(head[:n], fi.Size()) {
+		return refuse("does not look like a " + kind.Name)
+	}
+	if !Marked(out) {
+		return refuse("carries no mark that mixq wrote it (the " + markAttr + " extended attribute)")
 	}
 	return nil
+}
+
+// envOrInput classifies an error on an output path: a path through a
+// regular file ("a.json/x") is the user's mistake, the rest (permissions,
+// I/O) the environment's.
+func envOrInput(p string, err error) error {
+	if errors.Is(err, syscallENOTDIR) {
+		return quant.InputError(fmt.Errorf("%s: a part of this path is a file, not a directory", p))
+	}
+	return err
+}
+
+// dirMismatch says why the directory out is not a mixq output of this kind
+// that may be replaced as it is, or "" when it is.
+func dirMismatch(out string, kind Kind) string {
+	m, err := os.Lstat(filepath.Join(out, MarkerName))
+	if err != nil || !m.Mode().IsRegular() {
+		return "has no " + MarkerName + " marker, so mixq did not write it"
+	}
+	raw, err := os.ReadFile(filepath.Join(out, MarkerName))
+	if err != nil {
+		return "has a marker mixq cannot read (" + err.Error() + ")"
+	}
+	tag, files, ok := parseMarker(raw)
+	if !ok {
+		return "has a marker mixq cannot read"
+	}
+	if tag != kind.tag() {
+		return fmt.Sprintf("is a mixq %s directory, not a %s", tag, kind.Name)
+	}
+	if files == nil {
+		return "" // written while its files were being put in (a temporary)
+	}
+	ents, err := os.ReadDir(out)
+	if err != nil {
+		return "cannot be listed (" + err.Error() + ")"
+	}
+	var extra, changed []string
+	for _, e := range ents {
+		name := e.Name()
+		if name == MarkerName {
+			continue
+		}
+		size, listed := files[name]
+		fi, err := e.Info()
+		switch {
+		case !listed || err != nil:
+			if e.IsDir() {
+				name += "/"
+			}
+			extra = append(extra, name)
+		case !fi.Mode().IsRegular() || fi.Size() != size:
+			changed = append(changed, name)
+		}
+	}
+	switch {
+	case len(extra) > 0:
+		return "holds files mixq did not write there (" + strings.Join(extra, ", ") + ")"
+	case len(changed) > 0:
+		return "holds files changed since mixq wrote them (" + strings.Join(changed, ", ") + ")"
+	}
+	return ""
+}
+
+// parseMarker reads a marker: its kind and its manifest (nil for a marker
+// without one: a directory still being written, or an early mixq's).
+func parseMarker(raw []byte) (tag string, files map[string]int64, ok bool) {
+	text, found := strings.CutPrefix(string(raw), markerHead)
+	if !found {
+		return "", nil, false
+	}
+	tag = "checkpoint"
+	for _, line := range strings.Split(strings.TrimSuffix(text, "\n"), "\n") {
+		switch {
+		case line == "":
+		case strings.HasPrefix(line, "kind: "):
+			tag = strings.TrimPrefix(line, "kind: ")
+		case line == "manifest:":
+			files = map[string]int64{}
+		case strings.HasPrefix(line, "file "):
+			sz, name, cut := strings.Cut(strings.TrimPrefix(line, "file "), " ")
+			n, err := strconv.ParseInt(sz, 10, 64)
+			if !cut || err != nil || name == "" {
+				return "", nil, false
+			}
+			if files == nil {
+				return "", nil, false
+			}
+			files[name] = n
+		default:
+			return "", nil, false
+		}
+	}
+	return tag, files, true
 }
 
 func hasExt(p string, exts []string) bool {
@@ -232,6 +379,12 @@ func Sweep(dir string) {
 			continue
 		}
 		p := filepath.Join(dir, e.Name())
+		// The owner holds a lock on its temporary for as long as it runs:
+		// a pid that is gone here may be alive in another pid namespace (a
+		// container) or on another host sharing the directory.
+		if locked(p) {
+			continue
+		}
 		if e.IsDir() && !removableDir(p) {
 			Notice(fmt.Sprintf("left %s in place: it looks like a mixq temporary but has no %s marker", p, MarkerName))
 			continue
@@ -271,10 +424,44 @@ func removableDir(p string) bool {
 func CreateTemp(final string) (*os.File, error) {
 	dir := filepath.Dir(final)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, err
+		return nil, envOrInput(dir, err)
 	}
 	Sweep(dir)
-	return os.CreateTemp(dir, tempPattern(final, "tmp"))
+	f, err := os.CreateTemp(dir, tempPattern(final, "tmp"))
+	if err != nil {
+		return nil, err
+	}
+	// Best effort: a file system without user extended attributes just
+	// means --force will not replace this file later.
+	setMark(f)
+	// Held until the file is closed, so that no other run sweeps it.
+	if err := lockFile(f); err != nil {
+		AbortFile(f)
+		return nil, err
+	}
+	return f, nil
+}
+
+// CheckWritable fails early, before any long work, when out cannot be
+// created: its nearest existing ancestor directory is not writable (a
+// read-only file system, missing permissions). That is the environment's
+// problem, not the input's.
+func CheckWritable(out string) error {
+	for p := filepath.Dir(filepath.Clean(out)); ; p = filepath.Dir(p) {
+		fi, err := os.Stat(p)
+		if err == nil {
+			if !fi.IsDir() {
+				return quant.InputError(fmt.Errorf("%s: %s is a file, not a directory", out, p))
+			}
+			if err := writable(p); err != nil {
+				return fmt.Errorf("cannot write %s: %s: %w", out, p, err)
+			}
+			return nil
+		}
+		if filepath.Dir(p) == p {
+			return nil
+		}
+	}
 }
 
 // CommitFile makes the temporary file f readable, durable and puts it at
@@ -335,31 +522,46 @@ var exchange = exchangeSys
 // Dir is an output directory being written under its temporary name.
 type Dir struct {
 	final, tmp string
+	kind       Kind
+	replace    bool
 	done       bool
+	lock       *os.File // held on tmp while this process writes it
+	made       []string // parent directories this Dir created, deepest last
 }
 
-// NewDir starts writing the directory final: it sweeps final's parent,
-// creates the temporary directory beside final and puts the marker in it.
-// Write into Path, then Commit or Abort.
-func NewDir(final string) (*Dir, error) {
+// NewDir starts writing the checkpoint directory final, which must not
+// exist when it is committed (see NewDirFor).
+func NewDir(final string) (*Dir, error) { return NewDirFor(final, Directory, false) }
+
+// NewDirFor starts writing the directory final of the given kind: it sweeps
+// final's parent, creates the temporary directory beside final and marks
+// it. Write into Path, then Commit or Abort. replace is the user's
+// --force: without it Commit refuses a final path that exists by then.
+func NewDirFor(final string, kind Kind, replace bool) (*Dir, error) {
 	final = filepath.Clean(final)
 	parent := filepath.Dir(final)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
-		return nil, err
+	made, err := mkdirAll(parent)
+	if err != nil {
+		return nil, envOrInput(parent, err)
 	}
 	Sweep(parent)
 	tmp, err := os.MkdirTemp(parent, tempPattern(final, "tmp"))
 	if err != nil {
+		removeMade(made)
 		return nil, err
 	}
-	d := &Dir{final: final, tmp: tmp}
+	d := &Dir{final: final, tmp: tmp, kind: kind, replace: replace, made: made}
+	if d.lock, err = lockPath(tmp); err != nil {
+		d.Abort()
+		return nil, err
+	}
 	// MkdirTemp makes the directory private; an output is an ordinary
 	// directory like any checkpoint.
 	if err := os.Chmod(tmp, 0o755); err != nil {
 		d.Abort()
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(tmp, MarkerName), []byte(markerText), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(tmp, MarkerName), tempMarker(kind), 0o644); err != nil {
 		d.Abort()
 		return nil, err
 	}
@@ -372,29 +574,41 @@ func (d *Dir) Path() string { return d.tmp }
 // Final is the directory's final path.
 func (d *Dir) Final() string { return d.final }
 
-// Commit makes the temporary directory durable and puts it at the final
-// path, replacing what is there (the caller has checked with CheckReplace
-// that it may) so that the path always holds a complete directory.
+// Commit writes the marker's manifest, makes the temporary directory
+// durable and puts it at the final path: atomically where nothing is there
+// (RENAME_NOREPLACE: a directory that appeared meanwhile is not replaced
+// without --force), or by an atomic exchange with the previous output,
+// which is checked once more, so that the path always holds a complete
+// directory.
 func (d *Dir) Commit() error {
 	if d.done {
 		return errors.New("safeout: directory already committed or aborted")
+	}
+	defer d.unlock()
+	if err := d.writeManifest(); err != nil {
+		d.Abort()
+		return err
 	}
 	if err := syncDir(d.tmp); err != nil {
 		d.Abort()
 		return err
 	}
-	if _, err := os.Lstat(d.final); errors.Is(err, fs.ErrNotExist) {
-		if err := os.Rename(d.tmp, d.final); err != nil {
-			d.Abort()
-			return err
-		}
+	err := renameNoReplace(d.tmp, d.final)
+	if err == nil {
 		d.done = true
 		return syncDir(filepath.Dir(d.final))
 	}
-	// Re-check right before replacing: the target may have changed since
-	// the command started.
-	if err := CheckReplace(d.final, Directory, true); err != nil {
+	if !errors.Is(err, fs.ErrExist) && !errors.Is(err, syscallENOTEMPTY) {
 		d.Abort()
+		return err
+	}
+	// Something is at the final path: replace it only as the user allowed
+	// and only if it is (still) a mixq output of this kind.
+	if err := CheckReplace(d.final, d.kind, d.replace); err != nil {
+		d.Abort()
+		if !d.replace {
+			return quant.InputError(fmt.Errorf("%s appeared while mixq was writing it and was left alone (use --force to replace it)", d.final))
+		}
 		return err
 	}
 	if err := exchange(d.tmp, d.final); err == nil {
@@ -424,13 +638,78 @@ func (d *Dir) Commit() error {
 	return os.RemoveAll(old)
 }
 
-// Abort removes the temporary directory. It is a no-op after Commit.
+// writeManifest lists what the temporary directory holds in its marker.
+func (d *Dir) writeManifest() error {
+	ents, err := os.ReadDir(d.tmp)
+	if err != nil {
+		return err
+	}
+	var files []FileEntry
+	for _, e := range ents {
+		if e.Name() == MarkerName {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("safeout: %s in an output directory is not a regular file", e.Name())
+		}
+		files = append(files, FileEntry{e.Name(), fi.Size()})
+	}
+	p := filepath.Join(d.tmp, MarkerName)
+	if err := os.WriteFile(p, markerContent(d.kind, files), 0o644); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Abort removes the temporary directory, and the parent directories that
+// NewDirFor created for it if they are still empty. It is a no-op after
+// Commit.
 func (d *Dir) Abort() {
 	if d.done {
 		return
 	}
 	d.done = true
 	os.RemoveAll(d.tmp)
+	d.unlock()
+	removeMade(d.made)
+}
+
+func (d *Dir) unlock() {
+	if d.lock != nil {
+		d.lock.Close()
+		d.lock = nil
+	}
+}
+
+// mkdirAll is os.MkdirAll that returns the directories it created,
+// outermost first.
+func mkdirAll(dir string) ([]string, error) {
+	var missing []string
+	for p := dir; ; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); err == nil || filepath.Dir(p) == p {
+			break
+		}
+		missing = append(missing, p)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	slices.Reverse(missing)
+	return missing, nil
+}
+
+// removeMade removes directories mkdirAll created, deepest first, as long
+// as they are empty (os.Remove refuses otherwise).
+func removeMade(made []string) {
+	for i := len(made) - 1; i >= 0; i-- {
+		if os.Remove(made[i]) != nil {
+			return
+		}
+	}
 }
 
 func syncDir(dir string) error {

@@ -78,7 +78,7 @@ func TestCheckReplace(t *testing.T) {
 	plain := filepath.Join(root, "plain")
 	write(t, filepath.Join(plain, "notes.txt"), "mine")
 	marked := filepath.Join(root, "marked")
-	write(t, filepath.Join(marked, MarkerName), markerText)
+	write(t, filepath.Join(marked, MarkerName), string(markerContent(Directory, nil)))
 	st := filepath.Join(root, "a.safetensors")
 	write(t, st, "\x02\x00\x00\x00\x00\x00\x00\x00{}")
 	fake := filepath.Join(root, "b.safetensors")
@@ -95,8 +95,29 @@ func TestCheckReplace(t *testing.T) {
 	assert.Contains(t, err.Error(), "--force")
 
 	assert.NoError(t, CheckReplace(marked, Directory, true))
-	assert.NoError(t, CheckReplace(st, Safetensors, true))
-	assert.NoError(t, CheckReplace(js, JSON, true))
+	// Single files need mixq's mark: one written through WriteFile has it.
+	for _, c := range []struct {
+		p string
+		k Kind
+	}{{st, Safetensors}, {js, JSON}} {
+		err := CheckReplace(c.p, c.k, true)
+		require.Error(t, err, "a look-alike the user made")
+		assert.Contains(t, err.Error(), "carries no mark")
+		b, err := os.ReadFile(c.p)
+		require.NoError(t, err)
+		require.NoError(t, WriteFile(c.p, b))
+		assert.NoError(t, CheckReplace(c.p, c.k, true), "the same bytes written by mixq")
+	}
+	// One kind of directory never replaces another.
+	report := filepath.Join(root, "report")
+	write(t, filepath.Join(report, MarkerName), string(markerContent(Report, nil)))
+	err = CheckReplace(report, Directory, true)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "is a mixq report directory, not a mixq checkpoint directory")
+	// Without --force an unmarked directory is refused for what it is.
+	err = CheckReplace(plain, Directory, false)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "mixq did not write it")
 	for _, tc := range []struct {
 		p    string
 		k    Kind
@@ -134,6 +155,13 @@ func TestDirCommitNewAndReplace(t *testing.T) {
 
 	d, err = NewDir(out)
 	require.NoError(t, err)
+	write(t, filepath.Join(d.Path(), "x"), "x")
+	err = d.Commit()
+	require.Error(t, err, "without --force an existing output is left alone")
+	assert.ErrorIs(t, err, quant.ErrInput)
+
+	d, err = NewDirFor(out, Directory, true)
+	require.NoError(t, err)
 	write(t, filepath.Join(d.Path(), "b"), "two")
 	require.NoError(t, d.Commit())
 	assert.NoFileExists(t, filepath.Join(out, "a"))
@@ -142,7 +170,7 @@ func TestDirCommitNewAndReplace(t *testing.T) {
 	require.NoError(t, err)
 	assert.Len(t, ents, 1, "no temporaries or old copies stay behind")
 
-	d, err = NewDir(out)
+	d, err = NewDirFor(out, Directory, true)
 	require.NoError(t, err)
 	d.Abort()
 	assert.FileExists(t, filepath.Join(out, "b"), "an aborted run keeps the old output")
@@ -153,7 +181,7 @@ func TestDirCommitNewAndReplace(t *testing.T) {
 func TestCommitRefusesATargetThatChanged(t *testing.T) {
 	root := t.TempDir()
 	out := filepath.Join(root, "out")
-	d, err := NewDir(out)
+	d, err := NewDirFor(out, Directory, true)
 	require.NoError(t, err)
 	// Someone puts their own directory there while mixq works.
 	write(t, filepath.Join(out, "precious"), "keep")
@@ -177,12 +205,12 @@ func TestSweepRemovesOnlyDeadOwnersLeftovers(t *testing.T) {
 	live := strconv.Itoa(os.Getpid())
 
 	deadDir := filepath.Join(root, ".out.mixq-tmp-"+dead+"-123")
-	write(t, filepath.Join(deadDir, MarkerName), markerText)
+	write(t, filepath.Join(deadDir, MarkerName), string(tempMarker(Directory)))
 	write(t, filepath.Join(deadDir, "model.safetensors"), "partial")
 	deadFile := filepath.Join(root, ".x.json.mixq-tmp-"+dead+"-9")
 	write(t, deadFile, "{")
 	liveDir := filepath.Join(root, ".out.mixq-tmp-"+live+"-5")
-	write(t, filepath.Join(liveDir, MarkerName), markerText)
+	write(t, filepath.Join(liveDir, MarkerName), string(tempMarker(Directory)))
 	unmarked := filepath.Join(root, ".mine.mixq-tmp-"+dead+"-7")
 	write(t, filepath.Join(unmarked, "data"), "user's")
 	user := filepath.Join(root, ".out.tmp-77")
@@ -205,7 +233,7 @@ func TestSweepRestoresAMovedAsideOutput(t *testing.T) {
 	notes := capture(t)
 	dead := strconv.Itoa(deadPID(t))
 	old := filepath.Join(root, ".out.mixq-old-"+dead+"-1")
-	write(t, filepath.Join(old, MarkerName), markerText)
+	write(t, filepath.Join(old, MarkerName), string(tempMarker(Directory)))
 	write(t, filepath.Join(old, "w"), "previous")
 	Sweep(root)
 	b, err := os.ReadFile(filepath.Join(root, "out", "w"))
@@ -214,7 +242,7 @@ func TestSweepRestoresAMovedAsideOutput(t *testing.T) {
 	assert.Contains(t, strings.Join(*notes, "\n"), "restored")
 
 	// With a newer output in place, the old copy is just removed.
-	write(t, filepath.Join(old, MarkerName), markerText)
+	write(t, filepath.Join(old, MarkerName), string(tempMarker(Directory)))
 	Sweep(root)
 	assert.NoDirExists(t, old)
 	assert.FileExists(t, filepath.Join(root, "out", "w"))
@@ -244,7 +272,7 @@ func TestDirReplaceWithoutExchange(t *testing.T) {
 	root := t.TempDir()
 	out := filepath.Join(root, "out")
 	for _, content := range []string{"one", "two"} {
-		d, err := NewDir(out)
+		d, err := NewDirFor(out, Directory, true)
 		require.NoError(t, err)
 		write(t, filepath.Join(d.Path(), "f"), content)
 		require.NoError(t, d.Commit())
@@ -254,4 +282,43 @@ func TestDirReplaceWithoutExchange(t *testing.T) {
 	assert.Equal(t, "two", string(b))
 	ents, _ := os.ReadDir(root)
 	assert.Len(t, ents, 1)
+}
+
+// A leftover whose pid is gone here but whose owner still holds its lock
+// (a run in another pid namespace, or on another host) is kept.
+func TestSweepKeepsALockedLeftover(t *testing.T) {
+	root := t.TempDir()
+	capture(t)
+	dead := strconv.Itoa(deadPID(t))
+	p := filepath.Join(root, ".out.mixq-tmp-"+dead+"-1")
+	write(t, filepath.Join(p, MarkerName), string(tempMarker(Directory)))
+	l, err := lockPath(p)
+	require.NoError(t, err)
+	Sweep(root)
+	assert.DirExists(t, p, "its owner holds the lock")
+	require.NoError(t, l.Close())
+	Sweep(root)
+	assert.NoDirExists(t, p)
+}
+
+func TestAbortRemovesTheParentsItMade(t *testing.T) {
+	root := t.TempDir()
+	d, err := NewDir(filepath.Join(root, "a", "b", "c", "q"))
+	require.NoError(t, err)
+	d.Abort()
+	ents, err := os.ReadDir(root)
+	require.NoError(t, err)
+	assert.Empty(t, ents)
+}
+
+func TestCheckWritable(t *testing.T) {
+	root := t.TempDir()
+	assert.NoError(t, CheckWritable(filepath.Join(root, "new", "deeper", "q")))
+	err := CheckWritable("/proc/self/q")
+	require.Error(t, err, "/proc takes no new entries, even from root")
+	assert.NotErrorIs(t, err, quant.ErrInput, "the environment's problem")
+	write(t, filepath.Join(root, "a.json"), "{}")
+	err = CheckWritable(filepath.Join(root, "a.json", "x"))
+	assert.ErrorIs(t, err, quant.ErrInput)
+	assert.Contains(t, err.Error(), "is a file, not a directory")
 }

@@ -2,9 +2,39 @@
 
 package safeout
 
-import "errors"
+import (
+	"errors"
+	"os"
+	"syscall"
+)
 
 func exchangeSys(a, b string) error { return errors.ErrUnsupported }
 
+func renameNoReplace(a, b string) error {
+	if _, err := os.Lstat(b); err == nil {
+		return os.ErrExist
+	}
+	return os.Rename(a, b)
+}
+
+var (
+	syscallENOTDIR   = syscall.ENOTDIR
+	syscallENOTEMPTY = syscall.ENOTEMPTY
+)
+
+const markAttr = "user.mixq"
+
+// Without extended attributes nothing is marked, so --force never
+// replaces a single file there: the safe side.
+func setMark(*os.File) {}
+
+// Marked is always false where mixq cannot mark files.
+func Marked(string) bool { return false }
+
 // alive is conservative where mixq cannot ask: leftovers are kept.
-func alive(pid int) bool { return true }
+func alive(int) bool { return true }
+
+func lockPath(string) (*os.File, error) { return nil, nil }
+func lockFile(*os.File) error           { return nil }
+func locked(string) bool                { return true }
+func writable(string) error             { return nil }
