@@ -36,3 +36,24 @@ for shape, n in shapes:
     print(f"| {shape} | {n} | {ms(g8)} | {ms(g4)} | {ms(m8)} | {ms(m4)} | {ms(f32)} | {ratio(g8, m8)} | {ratio(g4, m4)} |")
 rounds = len(glob.glob(os.path.join(d, "mixq-*.json")))
 print(f"\n{rounds} alternating rounds; median of each side.")
+
+# Ratios within each round (ggml, then mixq right after it): on a shared
+# machine the load changes between rounds, so these say more than the
+# ratio of medians.
+print("\nper round (ggml time / mixq time):")
+for r in range(1, rounds + 1):
+    mq, gg = {}, {}
+    for row in json.load(open(os.path.join(d, f"mixq-{r}.json"))):
+        m = re.match(r"matmul m=(\d+)$", row["op"])
+        if m and row["backend"] == "cpu":
+            mq[(row["shape"], int(m.group(1)), row["precision"])] = row["seconds"]
+    for line in open(os.path.join(d, f"ggml-{r}.txt")):
+        m = pat.search(line)
+        if m:
+            gg[(f"{m.group(1)}x{m.group(4)}", int(m.group(2)), m.group(3))] = float(m.group(6)) * 1e-6
+    parts = []
+    for (shape, n, typ), g in sorted(gg.items()):
+        prec = {"q8_0": "int8", "q4_0": "int4"}[typ]
+        if (shape, n, prec) in mq:
+            parts.append(f"{typ}/{prec.upper()} b{n} {g / mq[(shape, n, prec)]:.2f}")
+    print(f"  round {r}: " + ", ".join(parts))
