@@ -56,3 +56,16 @@ func TestRoundingFlagErrors(t *testing.T) {
 		assert.NotContains(t, stderr, "goroutine ")
 	}
 }
+
+// Too few calibration tokens for the layers' widths: GPTQ still writes a
+// valid checkpoint, with a notice per matrix saying why H was damped.
+func TestRoundingGPTQNoticesFewTokens(t *testing.T) {
+	in := stories(t)
+	out := filepath.Join(t.TempDir(), "q")
+	code, _, stderr := runCLI(t, "quantize", in, "-o", out, "--rule", ".=int4", "--calib-sample", "1", "--calib-seq-len", "8")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stderr, "mixq: notice: gptq: model.layers.0.self_attn.q_proj.weight: only 8 calibration tokens for 64 input channels")
+	assert.Contains(t, stderr, "mixq: gptq: ")
+	code, _, stderr = runCLI(t, "inspect", out)
+	assert.Equal(t, 0, code, stderr)
+}
