@@ -94,10 +94,10 @@ func Dequantize(ctx context.Context, m *qformat.Model, out string, dtype safeten
 					err = quant.InputError(ferr)
 				}
 				if err != nil {
-					return &quant.TensorError{File: m.Checkpoint.Path, Tensor: e.Name, Err: err}
+					return &quant.TensorError{File: e.File(), Tensor: e.Name, Err: err}
 				}
 			} else if err := e.DecodeRange(dst, lo, hi); err != nil {
-				return &quant.TensorError{Tensor: e.Name, Err: err}
+				return err // names the file, the tensor and the element
 			}
 			b := grow8(&buf, (hi-lo)*dtype.Size())
 			if err := encodeAt(b, dst, dtype, lo); err != nil {

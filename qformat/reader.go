@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/mixq/mixq/checkpoint"
+	"github.com/mixq/mixq/internal/fault"
 	"github.com/mixq/mixq/quant"
 	"github.com/mixq/mixq/safetensors"
 )
@@ -238,17 +239,38 @@ func (m *Model) Codes(e *Entry) (packed []byte, scales []uint16, err error) {
 	}
 	raw := e.scales.Raw()
 	scales = make([]uint16, len(raw)/2)
-	for i := range scales {
-		scales[i] = binary.LittleEndian.Uint16(raw[2*i:])
+	// The scales and codes are read from the mappings: a file truncated
+	// under them faults, and that is an error naming the file and tensor.
+	if err := catch(e.scales, e.Name, func() error {
+		for i := range scales {
+			scales[i] = binary.LittleEndian.Uint16(raw[2*i:])
+		}
+		return nil
+	}); err != nil {
+		return nil, nil, err
 	}
 	packed = e.data.Raw()
-	if err := checkCodes(e.Layout, packed); err != nil {
-		return nil, nil, quant.InputError(&quant.TensorError{File: e.data.File.Path(), Tensor: e.Name, Err: err})
+	if err := catch(e.data, e.Name, func() error { return checkCodes(e.Layout, packed) }); err != nil {
+		return nil, nil, err
 	}
-	if err := checkScales(e.Layout, packed, scales); err != nil {
-		return nil, nil, quant.InputError(&quant.TensorError{File: e.scales.File.Path(), Tensor: e.Name, Err: err})
+	if err := catch(e.scales, e.Name, func() error { return checkScales(e.Layout, packed, scales) }); err != nil {
+		return nil, nil, err
 	}
 	return packed, scales, nil
+}
+
+// catch runs fn, which reads t's mapping, and turns its error or a memory
+// fault (the file truncated or changed under the mapping) into an input
+// error naming t's file and the entry.
+func catch(t *checkpoint.Tensor, entry string, fn func() error) error {
+	var err error
+	if ferr := fault.Catch(func() { err = fn() }); ferr != nil {
+		err = ferr
+	}
+	if err == nil {
+		return nil
+	}
+	return quant.InputError(&quant.TensorError{File: t.File.Path(), Tensor: entry, Err: err})
 }
 
 // Float32 writes the original tensor, dequantized where needed, into dst
@@ -259,7 +281,7 @@ func (m *Model) Float32(e *Entry, dst []float32, b quant.Backend) error {
 		return fmt.Errorf("tensor %q has %d elements, buffer %d", e.Name, e.NumElements(), len(dst))
 	}
 	if e.scales == nil {
-		return e.data.Float32(dst)
+		return e.DecodeRange(dst, 0, len(dst))
 	}
 	packed, scales, err := m.Codes(e)
 	if err != nil {
@@ -283,13 +305,27 @@ func (m *Model) Release(e *Entry) {
 func (m *Model) Close() error { return m.Checkpoint.Close() }
 
 // DecodeRange converts elements [lo, hi) of a tensor stored in floating
-// point (kept, F16 or F32) into dst.
+// point (kept, F16 or F32) into dst[:hi-lo]. mixq writes only finite values
+// (it refuses NaN and ±Inf when quantizing), so a NaN or ±Inf here is a
+// corrupt or foreign file: an input error naming the file, the tensor and
+// the element's flat index, as is a memory fault while reading the mapping.
 func (e *Entry) DecodeRange(dst []float32, lo, hi int) error {
 	if e.scales != nil {
 		return fmt.Errorf("tensor %q is quantized; use Model.Codes", e.Name)
 	}
 	sz := e.data.DType.Size()
-	return checkpoint.DecodeFloat32(dst, e.data.Raw()[lo*sz:hi*sz], e.data.DType)
+	dst = dst[:hi-lo]
+	return catch(e.data, e.Name, func() error {
+		if err := checkpoint.DecodeFloat32(dst, e.data.Raw()[lo*sz:hi*sz], e.data.DType); err != nil {
+			return err
+		}
+		for i, v := range dst {
+			if !quant.IsFinite(v) {
+				return &quant.NonFiniteError{Index: lo + i, Value: v}
+			}
+		}
+		return nil
+	})
 }
 
 // File is the path of the shard holding the entry's data.
