@@ -51,3 +51,35 @@ func BenchmarkQuantize(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkQuantize7BProjection is GPTQ on one Llama-7B attention
+// projection (4096×4096, INT4 g128, searched scales), second moment from
+// 8192 tokens included in the setup, not the timing. It takes minutes:
+// run it alone (-bench Quantize7B).
+func BenchmarkQuantize7BProjection(b *testing.B) {
+	const k, tokens = 4096, 8192
+	rng := rand.New(rand.NewPCG(2, 2))
+	m := NewMoment(k)
+	x := make([]float32, 64*k)
+	for t0 := 0; t0 < tokens; t0 += 64 {
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+		}
+		if err := m.Add(x, 64, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+	h := m.Mean()
+	w := make([]float32, k*k)
+	for i := range w {
+		w[i] = float32(rng.NormFloat64() * 0.02)
+	}
+	l := quant.Layout{Rows: k, Cols: k, GroupSize: 128, Precision: quant.INT4}
+	b.SetBytes(int64(4 * len(w)))
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := Quantize(w, l, h, tokens, Options{Search: true}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
