@@ -26,7 +26,11 @@ import (
 // independent multiply-add chains (4·4 with AVX-512, 2·4 with AVX2), which
 // hides the latency of the adds; a single row of x (decode) gets the 4
 // chains of the tile's vectors. The 32 lane accumulators of each output stay
-// in memory between groups and are folded by halving at the end of the tile.
+// in memory between groups and are folded by halving at the end of the tile;
+// rows of x are taken in blocks of mmMBlock so that they stay small. While a
+// worker computes one tile, the kernels prefetch the packed codes of its next
+// one into L2 in address order: the transposers read 16 rows in lockstep,
+// which the hardware prefetchers follow poorly.
 
 // mmISA is one set of matmul kernels.
 type mmISA struct {
