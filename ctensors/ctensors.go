@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -14,6 +15,7 @@ import (
 	"github.com/x448/float16"
 
 	"github.com/mixq/mixq/checkpoint"
+	"github.com/mixq/mixq/internal/fault"
 	"github.com/mixq/mixq/qformat"
 	"github.com/mixq/mixq/quant"
 	"github.com/mixq/mixq/safetensors"
@@ -261,7 +263,16 @@ func (x *Export) Write(ctx context.Context, m *qformat.Model, out string, replac
 		if !found || e.Record.Precision != it.src.Record.Precision || !slices.Equal(e.Record.Shape, it.src.Record.Shape) {
 			return fmt.Errorf("tensor %q: the checkpoint does not match the plan", it.src.Name)
 		}
-		if err := x.tensor(ctx, w, m, e, it, progress); err != nil {
+		// The codes are read from the mapping: a file truncated or changed
+		// under it faults, and that is an error naming it.
+		var err error
+		if ferr := fault.Catch(func() { err = x.tensor(ctx, w, m, e, it, progress) }); ferr != nil {
+			err = quant.InputError(&quant.TensorError{File: e.File(), Tensor: it.src.Name, Err: ferr})
+		}
+		if err != nil {
+			if te := (*quant.TensorError)(nil); errors.As(err, &te) {
+				return err // it names the tensor already
+			}
 			return &quant.TensorError{Tensor: it.src.Name, Err: err}
 		}
 		m.Release(e)

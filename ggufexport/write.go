@@ -3,6 +3,7 @@ package ggufexport
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/mixq/mixq/checkpoint"
 	"github.com/mixq/mixq/gguf"
+	"github.com/mixq/mixq/internal/fault"
 	"github.com/mixq/mixq/qformat"
 	"github.com/mixq/mixq/quant"
 	"github.com/mixq/mixq/safetensors"
@@ -72,7 +74,16 @@ func (x *Export) Write(ctx context.Context, m *qformat.Model, out string, progre
 			if !found || e.Record.Precision != p.Record.Precision || e.Record.GroupSize != p.Record.GroupSize || !slices.Equal(e.Record.Shape, p.Record.Shape) {
 				return fmt.Errorf("tensor %q: the checkpoint does not match the plan", p.Name)
 			}
-			if err := enc.tensor(ctx, m, e, t); err != nil {
+			// The codes are read from the mapping: a file truncated or
+			// changed under it faults, and that is an error naming it.
+			var err error
+			if ferr := fault.Catch(func() { err = enc.tensor(ctx, m, e, t) }); ferr != nil {
+				err = quant.InputError(&quant.TensorError{File: e.File(), Tensor: p.Name, Err: ferr})
+			}
+			if err != nil {
+				if te := (*quant.TensorError)(nil); errors.As(err, &te) {
+					return err // it names the tensor already
+				}
 				return &quant.TensorError{Tensor: p.Name, Err: err}
 			}
 			m.Release(e)
