@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -65,7 +66,23 @@ func newInspectCmd() *cobra.Command {
 	return c
 }
 
+// add appends a row and its totals.
+func (rep *inspectReport) add(t inspectTensor) {
+	if t.Parameters > 0 {
+		t.BitsPerW = float64(8*t.Bytes) / float64(t.Parameters)
+	}
+	rep.Parameters += t.Parameters
+	rep.Bytes += t.Bytes
+	rep.Tensors = append(rep.Tensors, t)
+}
+
 func inspect(path string) (*inspectReport, error) {
+	switch {
+	case isGGUF(path):
+		return inspectGGUF(path)
+	case isCompressedTensors(path):
+		return inspectCT(path)
+	}
 	ck, err := checkpoint.Open(path, checkpoint.Options{AllowedDTypes: []safetensors.DType{
 		safetensors.F32, safetensors.F16, safetensors.BF16, safetensors.I8, safetensors.U8,
 	}})
@@ -74,14 +91,7 @@ func inspect(path string) (*inspectReport, error) {
 	}
 	defer ck.Close()
 	rep := &inspectReport{Path: ck.Path, Files: ck.ShardFiles()}
-	add := func(t inspectTensor) {
-		if t.Parameters > 0 {
-			t.BitsPerW = float64(8*t.Bytes) / float64(t.Parameters)
-		}
-		rep.Parameters += t.Parameters
-		rep.Bytes += t.Bytes
-		rep.Tensors = append(rep.Tensors, t)
-	}
+	add := rep.add
 	if qformat.IsQuantized(ck) {
 		m, err := qformat.FromCheckpoint(ck)
 		if err != nil {
@@ -113,7 +123,10 @@ func inspect(path string) (*inspectReport, error) {
 
 func printInspect(w io.Writer, rep *inspectReport) {
 	kind := "original checkpoint"
-	if rep.Quantized {
+	switch {
+	case strings.HasPrefix(rep.Format, inspectGGUFName), rep.Format == inspectCTName:
+		kind = rep.Format
+	case rep.Quantized:
 		kind = "mixq checkpoint (" + rep.Format + ")"
 	}
 	fmt.Fprintf(w, "%s: %s, %d files, %d tensors, %d parameters, %s of tensor data\n\n",
