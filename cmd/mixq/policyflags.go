@@ -15,6 +15,7 @@ import (
 	"github.com/mixq/mixq/backend"
 	"github.com/mixq/mixq/checkpoint"
 	"github.com/mixq/mixq/importance"
+	"github.com/mixq/mixq/model"
 	"github.com/mixq/mixq/policy"
 	"github.com/mixq/mixq/qformat"
 	"github.com/mixq/mixq/quant"
@@ -268,6 +269,13 @@ type planned struct {
 func (f *planFlags) plan(c *cobra.Command, path string) (*planned, error) {
 	ck, err := mixq.Open(path)
 	if err != nil {
+		return nil, err
+	}
+	// config.json is checked as eval checks it (for the architectures
+	// package model runs) before any analysis, so that no output is
+	// planned that eval would refuse.
+	if err := model.CheckCheckpoint(ck); err != nil {
+		ck.Close()
 		return nil, err
 	}
 	p := &planned{ck: ck}
