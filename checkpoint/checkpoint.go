@@ -104,7 +104,7 @@ func Open(path string, opt Options) (*Checkpoint, error) {
 			return nil, err
 		}
 	default:
-		return nil, quant.InputError(fmt.Errorf("%s: neither a file nor a directory", path))
+		return nil, quant.InputError(fmt.Errorf("%s: not a regular file or a directory (%s)", path, infile.Kind(st.Mode())))
 	}
 	if c.Config, err = readConfig(c.Dir); err != nil {
 		return nil, err

@@ -86,3 +86,12 @@ func writeTiny(t *testing.T, path string) {
 	b = append(append(b, hdr...), 0, 0, 0, 0)
 	require.NoError(t, os.WriteFile(path, b, 0o644))
 }
+
+func TestOpenRefusesFIFOGivenAsThePath(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "model.safetensors")
+	require.NoError(t, unix.Mkfifo(p, 0o644))
+	err := openWithin(t, p)
+	require.ErrorIs(t, err, quant.ErrInput)
+	assert.Contains(t, err.Error(), p)
+	assert.Contains(t, err.Error(), "named pipe")
+}
