@@ -219,7 +219,11 @@ func mmTiles(k *mmISA, s *mmScratch, y, x, xi []float32, m int, packed []byte, s
 		}
 		for i0 := 0; i0 < m; i0 += mb {
 			i1 := min(i0+mb, m)
-			clear(s.acc)
+			// The accumulators this block uses: its rows, the gemm tiles'
+			// padding included.
+			g := i0 + mmGemmRows(i1-i0, k.mTile)
+			used := max(i1-i0, (g-i0+k.mTile-1)/k.mTile*k.mTile)
+			clear(s.acc[:used*accM])
 			for c0 := 0; c0 < cols; c0 += cw {
 				cn := min(cw, cols-c0)
 				if !single {
@@ -231,7 +235,6 @@ func mmTiles(k *mmISA, s *mmScratch, y, x, xi []float32, m int, packed []byte, s
 				// share: tile bytes / cols per column.
 				a.pfSt = max(1, (tr*rb+cols-1)/cols)
 				a.pf = &packed[min(pf*tr*rb+c0*a.pfSt, len(packed)-1)]
-				g := i0 + mmGemmRows(i1-i0, k.mTile)
 				for i := i0; i < g; i += k.mTile {
 					// mTile rows of x; a short last tile repeats its last row
 					// into spare accumulators.
