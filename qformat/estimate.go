@@ -35,7 +35,8 @@ type Estimate struct {
 	TensorBytes   int64 `json:"tensor_bytes"`
 	OverheadBytes int64 `json:"overhead_bytes"`
 	// CarriedBytes are the input's non-weight files copied along (the
-	// tokenizer, generation_config.json, ...). They are in
+	// tokenizer, generation_config.json, ...), with their lines in the
+	// marker's manifest (shards.Layout.CarriedBytes). They are in
 	// MixedPrecisionBytes, which is what the disk will hold, but not in
 	// CompressionRatio or BitsPerWeight, which measure the weights: FP32
 	// has the same tokenizer.
@@ -83,9 +84,7 @@ func (p *Plan) Estimate(target float64) *Estimate {
 	}
 	e.FP32Bytes = 4 * e.TotalParameters
 	e.MixedPrecisionBytes = p.Layout.TotalBytes()
-	for _, x := range p.Layout.Extra {
-		e.CarriedBytes += x.Size
-	}
+	e.CarriedBytes = p.Layout.CarriedBytes()
 	model := e.MixedPrecisionBytes - e.CarriedBytes
 	e.OverheadBytes = model - e.TensorBytes
 	if model > 0 {

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/mixq/mixq/internal/infile"
 	"github.com/mixq/mixq/internal/safeout"
 	"github.com/mixq/mixq/safetensors"
 )
@@ -71,6 +72,19 @@ func (l *Layout) TotalBytes() int64 {
 // MarkerBytes is the size of mixq's marker in the directory, which lists
 // every other file (see safeout.MarkerName).
 func (l *Layout) MarkerBytes() int64 { return safeout.MarkerBytes(safeout.Directory, l.entries()) }
+
+// CarriedBytes is what the extra files add to the directory: their bytes
+// and their lines in the marker's manifest. TotalBytes less CarriedBytes is
+// the size of the same directory without them, which is what size targets
+// and compression ratios are about.
+func (l *Layout) CarriedBytes() int64 {
+	if len(l.Extra) == 0 {
+		return 0
+	}
+	bare := *l
+	bare.Extra = nil
+	return l.TotalBytes() - bare.TotalBytes()
+}
 
 // entries are the files of the directory but the marker, with their sizes.
 func (l *Layout) entries() []safeout.FileEntry {
@@ -250,7 +264,9 @@ func (w *Writer) writeSmallFiles() error {
 // copyExtra copies one extra file, checking that it still has its planned
 // size so that the estimate stays exact.
 func copyExtra(dst string, e Extra) error {
-	src, err := os.Open(e.Src)
+	// infile refuses a FIFO or device put in the file's place since it was
+	// planned (it would block the copy forever).
+	src, _, err := infile.Open(e.Src)
 	if err != nil {
 		return err
 	}
