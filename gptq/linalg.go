@@ -143,8 +143,10 @@ func cholesky(a []float64, k, workers int) bool {
 func lowerInverse(l []float64, k, workers int) []float64 {
 	x := make([]float64, k*k)
 	w := max(1, min(workers, k*k*k>>18))
-	par.Split(k, 1, w, func(_, lo, hi int) {
-		for c := lo; c < hi; c++ {
+	// Column c costs about (k−c)²/2: deal the columns round-robin so the
+	// goroutines get similar work (each column is computed alone).
+	par.Split(w, 1, w, func(part, _, _ int) {
+		for c := part; c < k; c += w {
 			col := x[c*k : (c+1)*k]
 			col[c] = 1 / l[c*k+c]
 			for i := c + 1; i < k; i++ {
