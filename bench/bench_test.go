@@ -43,7 +43,7 @@ func TestEvalRows(t *testing.T) {
 	}
 	rows, err := EvalRows(cpu.New(0), true)
 	require.NoError(t, err)
-	require.Len(t, rows, 6, "prefill and decode of the stored, static and INT4 models")
+	require.Len(t, rows, 9, "calibration, prefill and decode of the stored, static and INT4 models")
 	for _, r := range rows {
 		assert.Positive(t, r.TokensPerSec, r.Op)
 	}
@@ -65,11 +65,11 @@ func TestEvalModelRows(t *testing.T) {
 	}
 	rows, err := EvalModelRows(cpu.New(0), dir, "minillama", true)
 	require.NoError(t, err)
-	require.Len(t, rows, 6)
+	require.Len(t, rows, 9)
 	precs := map[string]int{}
 	for _, r := range rows {
 		assert.Positive(t, r.TokensPerSec, r.Op)
 		precs[r.Precision]++
 	}
-	assert.Equal(t, map[string]int{"stored": 2, "static": 2, "int4 proj": 2}, precs)
+	assert.Equal(t, map[string]int{"stored": 3, "static": 3, "int4 proj": 3}, precs)
 }

@@ -90,7 +90,8 @@ func evalVariants(be quant.Backend, in, work, name, stored string, quick bool) (
 }
 
 // forwardRows loads the checkpoint at path and times a prefill of batch
-// sequences of prefill tokens, then decode single-token steps.
+// sequences of prefill tokens, then decode single-token steps, then the
+// prefill again with activation statistics gathered (calibration).
 func forwardRows(be quant.Backend, path, shape, prec string, batch, prefill, decode int) ([]Row, error) {
 	m, err := model.Load(path, be)
 	if err != nil {
@@ -121,7 +122,32 @@ func forwardRows(be quant.Backend, path, shape, prec string, batch, prefill, dec
 		}
 	}
 	dec := time.Since(t0).Seconds()
+	// Calibration: the same prefill on a fresh session, every linear
+	// layer's input reduced to per-channel statistics on the way (what
+	// `mixq calibrate --format stats` and the importance signals do).
+	stats := map[string]*quant.Stats{}
+	var serr error
+	obs := func(weight string, x []float32, tokens, in int) {
+		st := stats[weight]
+		if st == nil {
+			st = quant.NewStats(in)
+			stats[weight] = st
+		}
+		if err := be.ChannelStats(st, x, tokens); err != nil && serr == nil {
+			serr = err
+		}
+	}
+	cs := m.NewSession(batch, prefill)
+	t0 = time.Now()
+	if _, err := cs.Forward(toks, obs); err != nil {
+		return nil, err
+	}
+	cal := time.Since(t0).Seconds()
+	if serr != nil {
+		return nil, serr
+	}
 	return []Row{
+		{Backend: be.Name(), Op: fmt.Sprintf("calibrate %d", prefill), Shape: shape, Precision: prec, Seconds: cal, TokensPerSec: float64(batch*prefill) / cal},
 		{Backend: be.Name(), Op: fmt.Sprintf("eval prefill %d", prefill), Shape: shape, Precision: prec, Seconds: pre, TokensPerSec: float64(batch*prefill) / pre},
 		{Backend: be.Name(), Op: "eval decode", Shape: shape, Precision: prec, Seconds: dec / float64(decode), TokensPerSec: float64(batch*decode) / dec},
 	}, nil
