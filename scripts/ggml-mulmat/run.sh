@@ -21,6 +21,10 @@
 # written by cases.c with ggml's own enums and row sizes): ggml quantizes
 # the weight to q8_0 and q4_0 (blocks of 32 with an f16 scale; mixq uses
 # groups of 128) and, for those types, the activations to q8_0 on the fly.
+# Its built-in perf cases (`test-backend-ops perf -o MUL_MAT`: 4096 rows of
+# 14336 columns at batch 1 to 8 and 512, among others) can be run with the
+# binary this leaves in $OUT/tools; SHAPE=4096x14336 BATCHES="1 8" measures
+# the same weight shape here, beside mixq.
 # test-backend-ops runs the CPU backend on hardware_concurrency()/2 threads;
 # the LD_PRELOAD shim nprocs.c makes that THREADS. mixq runs with
 # GOMAXPROCS=THREADS.
