@@ -54,6 +54,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzRules$$' -fuzztime $(FUZZTIME) ./policy
 	$(GO) test -run '^$$' -fuzz '^FuzzCalibrationFile$$' -fuzztime $(FUZZTIME) ./importance
 	$(GO) test -run '^$$' -fuzz '^FuzzGradients$$' -fuzztime $(FUZZTIME) ./importance
+	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./gguf
 
 # bench/QUALITY.md: perplexity, KL and top-1 of each policy on stories260K
 # and a synthetic MoE (about 8 minutes on 2 cores).
