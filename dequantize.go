@@ -1,9 +1,7 @@
 package mixq
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/mixq/mixq/internal/fault"
@@ -25,11 +23,8 @@ func Dequantize(ctx context.Context, m *qformat.Model, out string, dtype safeten
 	if err := checkOutput(m.Checkpoint, out); err != nil {
 		return err
 	}
-	cfg, err := qformat.ConfigWithoutQuantization(m.Checkpoint.Config)
+	cfg, err := qformat.DequantizedConfig(m.Checkpoint.Config, torchDTypes[dtype])
 	if err != nil {
-		return err
-	}
-	if cfg, err = withTorchDType(cfg, dtype); err != nil {
 		return err
 	}
 	specs := make([]safetensors.Spec, len(m.Entries))
@@ -119,25 +114,6 @@ func Dequantize(ctx context.Context, m *qformat.Model, out string, dtype safeten
 	return nil
 }
 
-// torchDTypes are the names transformers gives the dtypes dequantize writes.
+// torchDTypes are the names transformers gives the dtypes dequantize
+// writes, for config.json's torch_dtype.
 var torchDTypes = map[safetensors.DType]string{safetensors.F32: "float32", safetensors.F16: "float16", safetensors.BF16: "bfloat16"}
-
-// withTorchDType sets config.json's torch_dtype to the dtype actually
-// written, so that transformers loads the weights as they are stored.
-func withTorchDType(cfg []byte, dt safetensors.DType) ([]byte, error) {
-	if cfg == nil {
-		return nil, nil
-	}
-	obj := map[string]any{}
-	dec := json.NewDecoder(bytes.NewReader(cfg))
-	dec.UseNumber()
-	if err := dec.Decode(&obj); err != nil {
-		return nil, quant.InputError(fmt.Errorf("config.json: %v", err))
-	}
-	obj["torch_dtype"] = torchDTypes[dt]
-	b, err := json.MarshalIndent(obj, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return append(b, '\n'), nil
-}

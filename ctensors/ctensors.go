@@ -1,10 +1,8 @@
 package ctensors
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -198,21 +196,10 @@ func Plan(config []byte, srcs []Tensor, opt Options) (*Export, error) {
 // configJSON is config.json without mixq's quantization_config, with the
 // compressed-tensors one and torch_dtype float16.
 func configJSON(config []byte, qc map[string]any) ([]byte, error) {
-	obj := map[string]any{}
-	if len(bytes.TrimSpace(config)) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(config))
-		dec.UseNumber()
-		if err := dec.Decode(&obj); err != nil {
-			return nil, quant.InputError(fmt.Errorf("config.json: %v", err))
-		}
-	}
-	obj["quantization_config"] = qc
-	obj["torch_dtype"] = "float16"
-	b, err := json.MarshalIndent(obj, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return append(b, '\n'), nil
+	return qformat.EditConfig(config, func(obj map[string]any) {
+		obj["quantization_config"] = qc
+		obj["torch_dtype"] = "float16"
+	})
 }
 
 // PackRow packs one row of signed codes into int32 words as
@@ -315,7 +302,7 @@ func (x *Export) tensor(ctx context.Context, w *shards.Writer, m *qformat.Model,
 		buf := make([]byte, 0, min(n, chunkElems)*4/pf+4*len(words))
 		name := it.outs[0].Name
 		for r := 0; r < l.Rows; r++ {
-			unpack(codes, packed[r*l.RowBytes():(r+1)*l.RowBytes()], l.Precision)
+			quant.UnpackRow(codes, packed[r*l.RowBytes():(r+1)*l.RowBytes()], l.Precision)
 			PackRow(words, codes, it.bits)
 			for _, wd := range words {
 				buf = binary.LittleEndian.AppendUint32(buf, wd)
@@ -355,7 +342,7 @@ func (x *Export) tensor(ctx context.Context, w *shards.Writer, m *qformat.Model,
 		dst := f32[:hi-lo]
 		if packed != nil {
 			for r := lo / cols; r < hi/cols; r++ {
-				unpack(codes, packed[r*l.RowBytes():(r+1)*l.RowBytes()], l.Precision)
+				quant.UnpackRow(codes, packed[r*l.RowBytes():(r+1)*l.RowBytes()], l.Precision)
 				rs := scales[r*l.GroupsPerRow() : (r+1)*l.GroupsPerRow()]
 				row := dst[(r-lo/cols)*cols:]
 				for k, q := range codes {
@@ -379,21 +366,4 @@ func (x *Export) tensor(ctx context.Context, w *shards.Writer, m *qformat.Model,
 		}
 	}
 	return nil
-}
-
-// unpack expands one row of mixq codes (ARITHMETIC.md §1).
-func unpack(dst []int8, row []byte, p quant.Precision) {
-	if p == quant.INT8 {
-		for i := range dst {
-			dst[i] = int8(row[i])
-		}
-		return
-	}
-	for i := range dst {
-		b := row[i/2]
-		if i%2 == 1 {
-			b >>= 4
-		}
-		dst[i] = int8(b<<4) >> 4
-	}
 }

@@ -175,7 +175,7 @@ func (c *encoder) tensor(ctx context.Context, m *qformat.Model, e *qformat.Entry
 		sr := int(srcRow(r, &t))
 		switch {
 		case packed != nil && (t.Type == gguf.Q8_0 || t.Type == gguf.Q4_0):
-			unpack(codes, packed[sr*l.RowBytes():(sr+1)*l.RowBytes()], l.Precision)
+			quant.UnpackRow(codes, packed[sr*l.RowBytes():(sr+1)*l.RowBytes()], l.Precision)
 			rs := scales[sr*l.GroupsPerRow() : (sr+1)*l.GroupsPerRow()]
 			bb := 2 + gguf.QK
 			if t.Type == gguf.Q4_0 {
@@ -192,7 +192,7 @@ func (c *encoder) tensor(ctx context.Context, m *qformat.Model, e *qformat.Entry
 			}
 		case t.Type == gguf.F16 || t.Type == gguf.F32:
 			if packed != nil {
-				unpack(codes, packed[sr*l.RowBytes():(sr+1)*l.RowBytes()], l.Precision)
+				quant.UnpackRow(codes, packed[sr*l.RowBytes():(sr+1)*l.RowBytes()], l.Precision)
 				rs := scales[sr*l.GroupsPerRow() : (sr+1)*l.GroupsPerRow()]
 				for k, q := range codes {
 					// ARITHMETIC.md §3: one f32 product, exact.
@@ -216,21 +216,4 @@ func (c *encoder) tensor(ctx context.Context, m *qformat.Model, e *qformat.Entry
 		}
 	}
 	return nil
-}
-
-// unpack expands one row of packed codes (ARITHMETIC.md §1 layout).
-func unpack(dst []int8, row []byte, p quant.Precision) {
-	if p == quant.INT8 {
-		for i := range dst {
-			dst[i] = int8(row[i])
-		}
-		return
-	}
-	for i := range dst {
-		b := row[i/2]
-		if i%2 == 1 {
-			b >>= 4
-		}
-		dst[i] = int8(b<<4) >> 4 // sign-extend the 4-bit two's complement
-	}
 }

@@ -192,6 +192,41 @@ func Build(inputs []Input, decide Decide, opt Options) (*Plan, error) {
 // config). Numbers are kept as written, keys are sorted, so the output is
 // deterministic.
 func QuantizedConfig(config []byte, groupSize int, policyName string, counts map[string]int) ([]byte, error) {
+	if policyName == "" {
+		policyName = "static"
+	}
+	return EditConfig(config, func(obj map[string]any) {
+		obj["quantization_config"] = map[string]any{
+			"quant_method":      "mixq",
+			"format":            Format,
+			"group_size":        groupSize,
+			"scheme":            "symmetric group-wise absmax, f16 scales",
+			"int4_packing":      "two per byte, even column in the low nibble",
+			"policy":            policyName,
+			"tensor_precisions": counts,
+		}
+	})
+}
+
+// DequantizedConfig strips quantization_config from a config.json and sets
+// torch_dtype to the dtype a dequantized output holds ("float32", ...), so
+// that transformers loads the weights as they are stored. An empty config
+// stays empty (nil).
+func DequantizedConfig(config []byte, torchDType string) ([]byte, error) {
+	if len(bytes.TrimSpace(config)) == 0 {
+		return nil, nil
+	}
+	return EditConfig(config, func(obj map[string]any) {
+		delete(obj, "quantization_config")
+		obj["torch_dtype"] = torchDType
+	})
+}
+
+// EditConfig decodes a config.json object (an empty object when config is
+// empty), applies edit and renders the result with sorted keys and numbers
+// kept as written, so that every output's config is deterministic. A
+// config that is not a JSON object is an input error.
+func EditConfig(config []byte, edit func(obj map[string]any)) ([]byte, error) {
 	obj := map[string]any{}
 	if len(bytes.TrimSpace(config)) > 0 {
 		dec := json.NewDecoder(bytes.NewReader(config))
@@ -200,38 +235,7 @@ func QuantizedConfig(config []byte, groupSize int, policyName string, counts map
 			return nil, quant.InputError(fmt.Errorf("config.json: %v", err))
 		}
 	}
-	if policyName == "" {
-		policyName = "static"
-	}
-	obj["quantization_config"] = map[string]any{
-		"quant_method":      "mixq",
-		"format":            Format,
-		"group_size":        groupSize,
-		"scheme":            "symmetric group-wise absmax, f16 scales",
-		"int4_packing":      "two per byte, even column in the low nibble",
-		"policy":            policyName,
-		"tensor_precisions": counts,
-	}
-	b, err := json.MarshalIndent(obj, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return append(b, '\n'), nil
-}
-
-// ConfigWithoutQuantization strips quantization_config from a config.json,
-// for dequantized outputs.
-func ConfigWithoutQuantization(config []byte) ([]byte, error) {
-	if len(bytes.TrimSpace(config)) == 0 {
-		return nil, nil
-	}
-	obj := map[string]any{}
-	dec := json.NewDecoder(bytes.NewReader(config))
-	dec.UseNumber()
-	if err := dec.Decode(&obj); err != nil {
-		return nil, quant.InputError(fmt.Errorf("config.json: %v", err))
-	}
-	delete(obj, "quantization_config")
+	edit(obj)
 	b, err := json.MarshalIndent(obj, "", "  ")
 	if err != nil {
 		return nil, err

@@ -71,11 +71,7 @@ func code(l quant.Layout, row []byte, c int) int {
 	if l.Precision == quant.INT8 {
 		return int(int8(row[c]))
 	}
-	n := row[c/2]
-	if c%2 == 1 {
-		n >>= 4
-	}
-	return int(int8(n<<4) >> 4)
+	return int(quant.UnpackNibble(row[c/2] >> (4 * (c % 2))))
 }
 
 // checkCodes checks that every code is in the range mixq writes

@@ -76,6 +76,21 @@ func PackNibble(q int32) byte { return byte(q) & 0x0f }
 // UnpackNibble sign-extends a 4-bit two's complement nibble.
 func UnpackNibble(n byte) int32 { return int32(int8(n<<4) >> 4) }
 
+// UnpackRow expands the first len(dst) codes of one packed row of
+// precision p (INT8 or INT4): a byte each for INT8; for INT4 column c in
+// the low nibble of byte c/2 when c is even, the high nibble when odd.
+func UnpackRow(dst []int8, row []byte, p Precision) {
+	if p == INT8 {
+		for i := range dst {
+			dst[i] = int8(row[i])
+		}
+		return
+	}
+	for i := range dst {
+		dst[i] = int8(UnpackNibble(row[i/2] >> (4 * (i % 2))))
+	}
+}
+
 // IsFinite reports whether a binary32 value is neither NaN nor ±Inf, by its
 // exponent bits, which is what device kernels test too.
 func IsFinite(x float32) bool { return math.Float32bits(x)&0x7f800000 != 0x7f800000 }
