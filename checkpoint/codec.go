@@ -32,14 +32,14 @@ func DecodeFloat32(dst []float32, raw []byte, dt safetensors.DType) error {
 	// cores, so that feeding a fast backend (the GPU) is not limited by one
 	// core's decode speed. Small blocks stay on the calling goroutine.
 	// raw is usually mapped from the input file: a file truncated under the
-	// mapping faults here, on whichever goroutine reads, and fault.Catch
-	// turns that into an error instead of a SIGBUS.
+	// mapping faults on whichever goroutine reads, par.Split raises a
+	// worker's fault here, and fault.Catch turns it into an error instead of
+	// a SIGBUS.
 	esz := dt.Size()
 	n := min(runtime.GOMAXPROCS(0), len(dst)/decodeGrain)
-	errs := make([]error, max(n, 1))
-	par.Split(len(dst), 64, n, func(c, lo, hi int) {
-		d, r := dst[lo:hi], raw[lo*esz:hi*esz]
-		errs[c] = fault.Catch(func() {
+	err := fault.Catch(func() {
+		par.Split(len(dst), 64, n, func(_, lo, hi int) {
+			d, r := dst[lo:hi], raw[lo*esz:hi*esz]
 			switch dt {
 			case safetensors.F32:
 				f32FromLE(d, r)
@@ -50,10 +50,8 @@ func DecodeFloat32(dst []float32, raw []byte, dt safetensors.DType) error {
 			}
 		})
 	})
-	for _, err := range errs {
-		if err != nil {
-			return quant.InputError(err)
-		}
+	if err != nil {
+		return quant.InputError(err)
 	}
 	return nil
 }

@@ -9,10 +9,15 @@ import (
 // ErrFault is matched by every error from Catch.
 var ErrFault = errors.New("memory fault reading a mapped file: it changed or was truncated while mixq read it")
 
-// Error is a fault at an address.
-type Error struct{ Addr uintptr }
+// Error is a fault at an address. Like the runtime's fault panics it has an
+// Addr method, so a goroutine that catches a fault can raise it again on
+// another one (see internal/par) and Catch there still recognises it.
+type Error struct{ addr uintptr }
 
-func (e *Error) Error() string { return fmt.Sprintf("%v (address %#x)", ErrFault, e.Addr) }
+// Addr is the faulting address.
+func (e *Error) Addr() uintptr { return e.addr }
+
+func (e *Error) Error() string { return fmt.Sprintf("%v (address %#x)", ErrFault, e.addr) }
 
 // Unwrap makes errors.Is(err, ErrFault) hold.
 func (e *Error) Unwrap() error { return ErrFault }
@@ -24,7 +29,7 @@ func Catch(fn func()) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			if f, ok := r.(interface{ Addr() uintptr }); ok {
-				err = &Error{Addr: f.Addr()}
+				err = &Error{addr: f.Addr()}
 				return
 			}
 			panic(r)

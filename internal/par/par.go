@@ -3,8 +3,9 @@
 package par
 
 import (
-	"runtime/debug"
 	"sync"
+
+	"github.com/mixq/mixq/internal/fault"
 )
 
 // Split calls fn(c, lo, hi) for n contiguous chunks that cover [0, units),
@@ -23,10 +24,14 @@ func Split(units, align, n int, fn func(c, lo, hi int)) {
 		return c * units / n / align * align
 	}
 	var wg sync.WaitGroup
-	faults := make([]any, n)
+	// Chunks often read mapped input files: a fault on a worker would kill
+	// the process with SIGBUS, so it is caught there and raised again here,
+	// on the calling goroutine, where fault.Catch or the caller's own
+	// recovery sees it.
+	faults := make([]error, n)
 	for c := 1; c < n; c++ {
 		lo, hi := bound(c), bound(c+1)
-		wg.Go(func() { faults[c] = catchFault(func() { fn(c, lo, hi) }) })
+		wg.Go(func() { faults[c] = fault.Catch(func() { fn(c, lo, hi) }) })
 	}
 	fn(0, 0, bound(1))
 	wg.Wait()
@@ -35,23 +40,4 @@ func Split(units, align, n int, fn func(c, lo, hi int)) {
 			panic(f)
 		}
 	}
-}
-
-// catchFault runs fn with faults on memory-mapped reads turned into panics
-// (chunks often read mapped input files) and returns the fault, so that
-// Split can raise it again on the calling goroutine, where fault.Catch or
-// the caller's own recovery can see it. A fault left on a worker would kill
-// the process with SIGBUS.
-func catchFault(fn func()) (f any) {
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
-	defer func() {
-		if r := recover(); r != nil {
-			if _, ok := r.(interface{ Addr() uintptr }); !ok {
-				panic(r)
-			}
-			f = r
-		}
-	}()
-	fn()
-	return nil
 }
