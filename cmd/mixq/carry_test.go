@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/mixq/mixq"
 	"github.com/mixq/mixq/qformat"
 )
 
@@ -56,14 +57,8 @@ func TestOutputsCarryTheCheckpointsOtherFiles(t *testing.T) {
 	}
 	assert.NoFileExists(t, filepath.Join(q, "pytorch_model.bin"))
 	assert.FileExists(t, filepath.Join(q, "reference.json"), "any file that is not weights is carried")
-	var onDisk int64
-	ents, err := os.ReadDir(q)
+	onDisk, err := mixq.DirBytes(q)
 	require.NoError(t, err)
-	for _, e := range ents {
-		fi, err := e.Info()
-		require.NoError(t, err)
-		onDisk += fi.Size()
-	}
 	assert.Equal(t, est.MixedPrecisionBytes, onDisk, "the estimate counts the carried files")
 
 	d := filepath.Join(root, "d")

@@ -39,6 +39,9 @@ type planFlags struct {
 	// headersOnly is set by commands that only plan (estimate): with the
 	// static policy they need no backend.
 	headersOnly bool
+	// userRules are --rules and --rule as options parsed them, for the
+	// warnings once the plan is made.
+	userRules []policy.Rule
 }
 
 func (f *planFlags) register(c *cobra.Command) {
@@ -169,6 +172,7 @@ func (f *planFlags) options(c *cobra.Command, ck *checkpoint.Checkpoint) (mixq.O
 		}
 		user = append(user, r)
 	}
+	f.userRules = user
 	if f.groupSize < 1 || f.groupSize > quant.MaxGroupSize {
 		return mixq.Options{}, nil, usagef("--group-size %d: want 1..%d", f.groupSize, quant.MaxGroupSize)
 	}

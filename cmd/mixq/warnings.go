@@ -5,7 +5,6 @@ import (
 	"io"
 
 	"github.com/mixq/mixq/checkpoint"
-	"github.com/mixq/mixq/policy"
 	"github.com/mixq/mixq/qformat"
 	"github.com/mixq/mixq/quant"
 )
@@ -20,22 +19,11 @@ func warnf(w io.Writer, format string, args ...any) {
 // meant, once the plan shows it: rules that match no tensor or decide none,
 // and group sizes whose scales cost more than they save.
 func (f *planFlags) warnPlan(w io.Writer, ck *checkpoint.Checkpoint, plan *qformat.Plan) {
-	var user []policy.Rule
-	if f.rulesFile != "" {
-		// Already loaded once without error by options.
-		rs, _ := policy.LoadRules(f.rulesFile)
-		user = append(user, rs...)
-	}
-	for _, s := range f.rules {
-		if r, err := policy.ParseRule(s); err == nil {
-			user = append(user, r)
-		}
-	}
 	decided := map[string]int{}
 	for _, it := range plan.Items {
 		decided[it.Decision.Source+"\x00"+it.Decision.Rule]++
 	}
-	for _, r := range user {
+	for _, r := range f.userRules {
 		matched := 0
 		for _, t := range ck.Tensors {
 			if r.Match(t.Name) {
