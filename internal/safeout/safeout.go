@@ -135,7 +135,7 @@ func Check(out string, kind Kind, force bool, inputs ...string) error {
 // CheckDisjoint refuses an output that is, contains, or lies inside one of
 // the inputs.
 func CheckDisjoint(out string, inputs ...string) error {
-	ro, err := RealPath(out)
+	ro, err := realPath(out)
 	if err != nil {
 		return err
 	}
@@ -144,7 +144,7 @@ func CheckDisjoint(out string, inputs ...string) error {
 		if in == "" {
 			continue
 		}
-		ri, err := RealPath(in)
+		ri, err := realPath(in)
 		if err != nil {
 			return err
 		}
@@ -177,7 +177,7 @@ func within(p, dir string) bool {
 // CheckReplace refuses an existing out unless force is set and out is an
 // output of this kind that mixq wrote: a directory whose marker names this
 // kind and lists exactly the files it holds, or a file carrying mixq's mark
-// (see Marked) with the kind's extension and first bytes.
+// (see marked) with the kind's extension and first bytes.
 func CheckReplace(out string, kind Kind, force bool) error {
 	fi, err := os.Lstat(out)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -224,7 +224,7 @@ func CheckReplace(out string, kind Kind, force bool) error {
 	if kind.Sniff != nil && !kind.Sniff(head[:n], fi.Size()) {
 		return refuse("does not look like a " + kind.Name)
 	}
-	if !Marked(out) {
+	if !marked(out) {
 		return refuse("carries no mark that mixq wrote it (the " + markAttr + " extended attribute)")
 	}
 	return nil
@@ -334,9 +334,9 @@ func hasExt(p string, exts []string) bool {
 	return false
 }
 
-// RealPath makes p absolute with every existing symlink resolved, including
+// realPath makes p absolute with every existing symlink resolved, including
 // those of its parents when p itself does not exist yet.
-func RealPath(p string) (string, error) {
+func realPath(p string) (string, error) {
 	abs, err := filepath.Abs(p)
 	if err != nil {
 		return "", err
@@ -570,9 +570,6 @@ func NewDirFor(final string, kind Kind, replace bool) (*Dir, error) {
 
 // Path is the temporary directory to write into.
 func (d *Dir) Path() string { return d.tmp }
-
-// Final is the directory's final path.
-func (d *Dir) Final() string { return d.final }
 
 // Commit writes the marker's manifest, makes the temporary directory
 // durable and puts it at the final path: atomically where nothing is there

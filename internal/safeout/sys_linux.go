@@ -36,8 +36,8 @@ const markAttr = "user.mixq"
 
 func setMark(f *os.File) { _ = unix.Fsetxattr(int(f.Fd()), markAttr, []byte("1"), 0) }
 
-// Marked reports whether the file at path carries mixq's mark.
-func Marked(path string) bool {
+// marked reports whether the file at path carries mixq's mark.
+func marked(path string) bool {
 	var buf [8]byte
 	n, err := unix.Lgetxattr(path, markAttr, buf[:])
 	return err == nil && n > 0

@@ -28,8 +28,8 @@ const markAttr = "user.mixq"
 // replaces a single file there: the safe side.
 func setMark(*os.File) {}
 
-// Marked is always false where mixq cannot mark files.
-func Marked(string) bool { return false }
+// marked is always false where mixq cannot mark files.
+func marked(string) bool { return false }
 
 // alive is conservative where mixq cannot ask: leftovers are kept.
 func alive(int) bool { return true }
