@@ -160,7 +160,14 @@ func TestForceReplacesOnlyMixqOutputs(t *testing.T) {
 	require.Equal(t, 0, code, stderr)
 	assert.Contains(t, stdout, "experts")
 	logits := filepath.Join(root, "l.f32")
-	for range 2 {
+	runs := 2
+	if !safeout.CanMark(root) {
+		// Without user extended attributes mixq cannot mark the file, so
+		// it never replaces it: only the first run can write.
+		t.Logf("%s keeps no user extended attributes: not testing --force over a single file", root)
+		runs = 1
+	}
+	for range runs {
 		code, _, stderr = runCLI(t, "eval", "--model", in, "--tokens", toks, "--logits-out", logits, "--force")
 		require.Equal(t, 0, code, stderr)
 	}

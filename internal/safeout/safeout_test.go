@@ -103,6 +103,10 @@ func TestCheckReplace(t *testing.T) {
 		err := CheckReplace(c.p, c.k, true)
 		require.Error(t, err, "a look-alike the user made")
 		assert.Contains(t, err.Error(), "carries no mark")
+		if !CanMark(root) {
+			t.Logf("%s keeps no user extended attributes: --force never replaces a single file there", root)
+			continue
+		}
 		b, err := os.ReadFile(c.p)
 		require.NoError(t, err)
 		require.NoError(t, WriteFile(c.p, b))

@@ -92,3 +92,17 @@ func locked(path string) bool {
 // writable asks the kernel whether dir accepts new entries (EROFS for a
 // read-only mount, EACCES for permissions).
 func writable(dir string) error { return unix.Access(dir, unix.W_OK|unix.X_OK) }
+
+// CanMark reports whether the file system holding dir keeps mixq's mark on
+// files, that is whether --force can ever replace a single file there. It
+// writes and removes a probe file.
+func CanMark(dir string) bool {
+	f, err := os.CreateTemp(dir, ".mixq-mark-probe-*")
+	if err != nil {
+		return false
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	setMark(f)
+	return marked(f.Name())
+}

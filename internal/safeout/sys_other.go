@@ -38,3 +38,6 @@ func lockPath(string) (*os.File, error) { return nil, nil }
 func lockFile(*os.File) error           { return nil }
 func locked(string) bool                { return true }
 func writable(string) error             { return nil }
+
+// CanMark is false where mixq cannot mark files.
+func CanMark(string) bool { return false }
