@@ -107,10 +107,8 @@ func Sequential(ctx context.Context, m *model.Model, seqs [][]int, opt CalibOpti
 			if c.err != nil {
 				return nil, c.err
 			}
-			for _, name := range stage {
-				if err := quantizeOne(ctx, m, name, c, opt, out, notice); err != nil {
-					return nil, err
-				}
+			if err := quantizeStage(ctx, m, stage, c, opt, out, notice); err != nil {
+				return nil, err
 			}
 		}
 		if err := st.Layer(ctx, li, "", true, nil, tick); err != nil {
@@ -126,7 +124,7 @@ func Sequential(ctx context.Context, m *model.Model, seqs [][]int, opt CalibOpti
 			if c.err != nil {
 				return nil, c.err
 			}
-			if err := quantizeOne(ctx, m, head, c, opt, out, notice); err != nil {
+			if err := quantizeStage(ctx, m, []string{head}, c, opt, out, notice); err != nil {
 				return nil, err
 			}
 		}
@@ -134,48 +132,129 @@ func Sequential(ctx context.Context, m *model.Model, seqs [][]int, opt CalibOpti
 	return out, nil
 }
 
-// quantizeOne runs GPTQ on one linear with the statistics c gathered for
-// it, packs the result with the CPU backend and hands it to the model.
-func quantizeOne(ctx context.Context, m *model.Model, name string, c *collector, opt CalibOptions, out map[string]*Rounded, notice func(string)) error {
+// quantizeStage runs GPTQ on the targeted linears of one stage with the
+// statistics c gathered for them: the linears that share an input (and so
+// a Moment) are quantized one after the other against one Factor, which is
+// then dropped; each result is packed with the CPU backend and handed to
+// the model.
+func quantizeStage(ctx context.Context, m *model.Model, stage []string, c *collector, opt CalibOptions, out map[string]*Rounded, notice func(string)) error {
+	done := map[string]bool{}
+	for i, first := range stage {
+		if done[first] {
+			continue
+		}
+		// The linears of the stage that share first's input, in order.
+		leader := c.leader[first]
+		group := []string{first}
+		for _, name := range stage[i+1:] {
+			if leader != "" && c.leader[name] == leader {
+				group = append(group, name)
+			}
+		}
+		var ls []Linear
+		for _, name := range group {
+			done[name] = true
+			l, ok := opt.Target(name)
+			if !ok {
+				continue
+			}
+			w, rows, cols, ok := m.Weights(name)
+			if !ok {
+				return fmt.Errorf("gptq: %s is not held as binary32", name)
+			}
+			if l.Rows != rows || l.Cols != cols {
+				return fmt.Errorf("gptq: %s is %d×%d, its layout %d×%d", name, rows, cols, l.Rows, l.Cols)
+			}
+			ls = append(ls, Linear{Name: name, W: w, Layout: l})
+		}
+		mo := c.moment(first)
+		if leader != "" {
+			delete(c.moments, leader) // taken here: its storage becomes H
+		}
+		if len(ls) > 0 {
+			if mo == nil {
+				mo = NewMoment(ls[0].Layout.Cols) // never observed (an expert no token chose)
+			}
+			err := QuantizeShared(ctx, mo, ls, opt.Options, notice, func(r *Rounded, ln Linear) error {
+				out[ln.Name] = r
+				return m.SetQuantized(ln.Name, r.Packed, r.Scales, r.Layout)
+			})
+			if err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Linear is one matrix for QuantizeShared.
+type Linear struct {
+	Name   string
+	W      []float32 // row-major Layout.Rows × Layout.Cols
+	Layout quant.Layout
+}
+
+// QuantizeShared quantizes linears that share one input, and so one
+// second moment mo, which it takes (Moment.TakeMean): H is converted in
+// place, damped and factored once (NewFactor), then each linear is
+// quantized (Factor.Quantize), packed with the CPU backend and handed to
+// done, in order, before the next is started; notice receives each
+// linear's notices, prefixed with its name. This is the whole of GPTQ as
+// Sequential runs it after the statistics of a stage are gathered. A
+// non-finite weight or an overflowing scale is an input error naming the
+// linear; a stopped ctx an error wrapping its cause.
+func QuantizeShared(ctx context.Context, mo *Moment, ls []Linear, opt Options, notice func(string), done func(*Rounded, Linear) error) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("gptq: %w", stop.Err(ctx))
 	}
-	l, ok := opt.Target(name)
-	if !ok {
+	if len(ls) == 0 {
 		return nil
 	}
-	w, rows, cols, ok := m.Weights(name)
-	if !ok {
-		return fmt.Errorf("gptq: %s is not held as binary32", name)
+	k := mo.Channels()
+	for _, ln := range ls {
+		if ln.Layout.Cols != k {
+			return fmt.Errorf("gptq: %s has %d input channels, its moment %d", ln.Name, ln.Layout.Cols, k)
+		}
+		if err := ln.Layout.CheckBuffers(ln.W, nil, nil); err != nil {
+			return &quant.TensorError{Tensor: ln.Name, Err: err}
+		}
+		// Before the factorisation, which takes long at large K.
+		if err := checkWeights(ln.W); err != nil {
+			return quant.InputError(&quant.TensorError{Tensor: ln.Name, Err: err})
+		}
 	}
-	if l.Rows != rows || l.Cols != cols {
-		return fmt.Errorf("gptq: %s is %d×%d, its layout %d×%d", name, rows, cols, l.Rows, l.Cols)
-	}
-	mo := c.moment(name)
-	var h []float64
-	var tokens int64
-	if mo != nil {
-		h, tokens = mo.Mean(), mo.Tokens()
-	} else {
-		h = make([]float64, cols*cols) // never observed (an expert no token chose)
-	}
-	res, err := QuantizeContext(ctx, w, l, h, tokens, opt.Options)
+	tokens := mo.Tokens()
+	f, err := NewFactor(ctx, mo.TakeMean(), tokens, opt)
 	if ctx.Err() != nil {
 		return fmt.Errorf("gptq: %w", stop.Err(ctx))
 	}
 	if err != nil {
-		return quant.InputError(&quant.TensorError{Tensor: name, Err: err})
+		return quant.InputError(&quant.TensorError{Tensor: ls[0].Name, Err: err})
 	}
-	for _, n := range res.Notices {
-		notice(fmt.Sprintf("%s: %s", name, n))
+	for _, ln := range ls {
+		res, err := f.Quantize(ctx, ln.W, ln.Layout, opt)
+		if ctx.Err() != nil {
+			return fmt.Errorf("gptq: %w", stop.Err(ctx))
+		}
+		if err != nil {
+			return quant.InputError(&quant.TensorError{Tensor: ln.Name, Err: err})
+		}
+		if notice != nil {
+			for _, n := range res.Notices {
+				notice(fmt.Sprintf("%s: %s", ln.Name, n))
+			}
+		}
+		r, err := pack(res.W, res.Scales, ln.Layout)
+		if err != nil {
+			return &quant.TensorError{Tensor: ln.Name, Err: err}
+		}
+		r.Method, r.Loss, r.LossRTN, r.Tokens = res.Rows, res.Loss, res.LossRTN, tokens
+		res = nil
+		if err := done(r, ln); err != nil {
+			return err
+		}
 	}
-	r, err := pack(res.W, res.Scales, l)
-	if err != nil {
-		return &quant.TensorError{Tensor: name, Err: err}
-	}
-	r.Method, r.Loss, r.LossRTN, r.Tokens = res.Rows, res.Loss, res.LossRTN, tokens
-	out[name] = r
-	return m.SetQuantized(name, r.Packed, r.Scales, l)
+	return nil
 }
 
 // searchOnly rounds a linear with unweighted scale search.

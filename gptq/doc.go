@@ -40,7 +40,7 @@
 //     retry are reported as notices.
 //  2. U, the upper Cholesky factor of Hd⁻¹ (Hd⁻¹ = UᵀU), as J·M⁻¹·J where
 //     M is the Cholesky factor of J·Hd·J and J reverses the channel
-//     order. If a pivot is not positive the damping is multiplied by 10
+//     order (NewFactor; the factorisation stops with its context). If a pivot is not positive the damping is multiplied by 10
 //     and the factorisation retried (at most 6 times, then Hd = I).
 //  3. Each row of W, independently, in binary64, column by column
 //     (c = 0 … K−1): at the first column of a group (static groups: the
@@ -65,8 +65,27 @@
 //
 // Rows are independent and each is computed by one goroutine in a fixed
 // order, so the result is the same at every thread count; the
-// factorisations split independent dot products over goroutines, each in
-// ascending order. Rows are processed in tiles of 8 that share each read
+// factorisations split independent sums over goroutines, each in
+// ascending order. The Cholesky factor is computed a block of 8 columns
+// at a time (each row below the block read once for the block, with 8
+// independent sums), the inverse row by row, 4 rows at a time (each row
+// of the inverse above them read once for the tile); both give every
+// entry the operations of the column by column loops above in the same
+// order (TestPackedFactorMatchesDense keeps the dense loops as the
+// reference, TestGoldenResults the dense implementation's results).
+//
+// # Storage
+//
+// H, its damped copy and U are packed triangles (Sym; U by rows), 8·K(K+1)/2
+// bytes each instead of 8·K². Moment.TakeMean converts a moment's
+// 128-bit totals in place: their high words become H, their low words the
+// factorisation's working storage, where J·Hd·J is factored, inverted in
+// place and reversed into U (the packed rows of U are those of the inverse
+// reversed). So H and U together take exactly the moment's 16·K(K+1)/2
+// bytes (969 MB at K = 11008, where one dense K×K binary64 matrix is
+// 969 MB by itself), and nothing else of that size is held. Linears that
+// share an input (q/k/v, gate/up) are quantized against one Factor,
+// computed once. Rows are processed in tiles of 8 that share each read
 // of U and H, which interleaves rows without changing any row's
 // operations (the per-row loop is kept as the reference and the tests
 // compare the two bit for bit). Nothing depends on the backend: the bytes
@@ -82,9 +101,11 @@
 // accumulated once, and only the current stage's statistics are held.
 // Memory: the model in binary32 (as model.Load holds it; each linear's
 // copy is released once it is quantized), the calibration hidden states
-// (tokens × hidden binary32), one stage's K×K statistics, the K×K
-// factors of the matrix being quantized, and the packed results, which
-// are the size of the output's codes and scales. The embedding is rounded
+// (tokens × hidden binary32), one stage's moments (16·K(K+1)/2 bytes per
+// distinct input; each becomes H and U in place when its linears are
+// quantized, and is dropped after them), one dequantized result at a
+// time, and the packed results, which are the size of the output's codes
+// and scales. The embedding is rounded
 // first (scale search, unweighted: it is looked up, not multiplied) so
 // that layer 0 sees it quantized; a head tied to it is not quantized
 // again. Layers after the last targeted one are not run.

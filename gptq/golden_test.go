@@ -24,7 +24,7 @@ type goldenCase struct {
 	rows, k, g, tokens int
 	p                  quant.Precision
 	search             bool
-	dead               bool // channels 3..9 never fire
+	dead               bool   // channels 3..9 never fire
 	special            string // "zero": H = 0; "indefinite": retried, then H = I
 	want               string
 }

@@ -23,6 +23,11 @@ type Options struct {
 	Search bool
 	// Workers bounds the goroutines (0: GOMAXPROCS). It does not change the result.
 	Workers int
+	// Progress, when set, receives work units (about multiply-adds) as
+	// they are done, one call at a time, from any goroutine: FactorWork
+	// in all for a factorisation, RowWork for a matrix. It must return
+	// quickly.
+	Progress func(units int64)
 
 	// reference runs the rows one at a time (the reference the tiled
 	// loop is tested against).
@@ -86,7 +91,8 @@ func Quantize(w []float32, l quant.Layout, h []float64, tokens int64, opt Option
 
 // QuantizeContext is Quantize that stops, with an error wrapping
 // ctx's cancellation (errors.Is(err, context.Canceled)), when ctx is
-// done; it checks before every row.
+// done; it checks before every tile of rows and during the factorisation.
+// It packs h (see Sym) and runs NewFactor and Factor.Quantize.
 func QuantizeContext(ctx context.Context, w []float32, l quant.Layout, h []float64, tokens int64, opt Options) (*Result, error) {
 	if err := l.CheckBuffers(w, nil, nil); err != nil {
 		return nil, err
@@ -95,20 +101,61 @@ func QuantizeContext(ctx context.Context, w []float32, l quant.Layout, h []float
 	if len(h) != k*k {
 		return nil, fmt.Errorf("gptq: H has %d entries, want %d×%d", len(h), k, k)
 	}
+	if err := checkWeights(w); err != nil {
+		return nil, err
+	}
+	s, err := SymFromDense(h, k)
+	if err != nil {
+		return nil, err
+	}
+	f, err := NewFactor(ctx, s, tokens, opt)
+	if err != nil {
+		return nil, err
+	}
+	return f.Quantize(ctx, w, l, opt)
+}
+
+func checkWeights(w []float32) error {
 	for i, v := range w {
 		if !quant.IsFinite(v) {
-			return nil, &quant.NonFiniteError{Index: i, Value: v}
+			return &quant.NonFiniteError{Index: i, Value: v}
 		}
 	}
-	for _, v := range h {
-		if !isFinite(v) {
-			return nil, errors.New("gptq: H holds a non-finite value")
-		}
+	return nil
+}
+
+// RowWork is the number of work units (multiply-adds) that Factor.Quantize
+// reports through Options.Progress for a matrix of layout l: per row, the
+// error-feedback loop and the proxy loss of each candidate, K²/2 each.
+func RowWork(l quant.Layout, search bool) int64 {
+	k := int64(l.Cols)
+	per := int64(3)
+	if search {
+		per = 4
+	}
+	return int64(l.Rows) * per * (k * (k + 1) / 2)
+}
+
+// Quantize runs steps 3 and 4 of the package documentation on w
+// (row-major l.Rows × l.Cols, l.Cols = K) with the factor f, as the
+// package-level Quantize does; opt.Damp is f's already. It stops with ctx,
+// checking before every tile of rows.
+func (f *Factor) Quantize(ctx context.Context, w []float32, l quant.Layout, opt Options) (*Result, error) {
+	if err := l.CheckBuffers(w, nil, nil); err != nil {
+		return nil, err
+	}
+	k := l.Cols
+	if k != f.k {
+		return nil, fmt.Errorf("gptq: a %d×%d matrix against the factor of %d channels", l.Rows, k, f.k)
+	}
+	if err := checkWeights(w); err != nil {
+		return nil, err
 	}
 	workers := opt.workers()
-	u, diag, notices := factor(h, k, opt.damp(), tokens, workers)
-	res := &Result{Scales: make([]uint16, l.NumScales()), W: make([]float32, len(w)), Notices: notices}
-	run := &rowRun{l: l, h: h, u: u, diag: diag, search: opt.Search, blocks: blocks(k, l.GroupSize, opt.BlockSize)}
+	prog := newProgress(opt.Progress)
+	perRow := RowWork(quant.Layout{Rows: 1, Cols: k}, opt.Search)
+	res := &Result{Scales: make([]uint16, l.NumScales()), W: make([]float32, len(w)), Notices: append([]string(nil), f.notices...)}
+	run := &rowRun{l: l, h: f.h, u: f.u, diag: f.diag, search: opt.Search, blocks: blocks(k, l.GroupSize, opt.BlockSize)}
 	type part struct {
 		rows   [3]int
 		err    error
@@ -134,6 +181,7 @@ func QuantizeContext(ctx context.Context, w []float32, l quant.Layout, h []float
 				}
 				p.rows[m]++
 				losses[2*r], losses[2*r+1] = loss, lossRTN
+				prog.add(perRow)
 			}
 			return
 		}
@@ -170,6 +218,7 @@ func QuantizeContext(ctx context.Context, w []float32, l quant.Layout, h []float
 				p.rows[tr[t].method]++
 				losses[2*(r0+t)], losses[2*(r0+t)+1] = tr[t].loss, tr[t].lossRTN
 			}
+			prog.add(int64(r1-r0) * perRow)
 		}
 	})
 	if ctx.Err() != nil {
@@ -218,7 +267,8 @@ func blocks(k, g, bs int) []int {
 	return ends
 }
 
-// rowRun is what every row shares.
+// rowRun is what every row shares: h is H packed lower (Sym), u is U
+// packed upper by rows (Factor).
 type rowRun struct {
 	l      quant.Layout
 	h, u   []float64
@@ -351,10 +401,10 @@ func (r *rowRun) gptq(sc *rowScratch, x, out []float32, scales []uint16) error {
 			}
 			d := quant.Decode(quant.Code(v, inv, qmax), sv)
 			out[c] = d
-			uc := u[c*k : (c+1)*k]
-			e := (w[c] - float64(d)) / uc[c]
+			uc := u[uOff(c, k) : uOff(c, k)+k-c] // U_cc … U_c,K−1
+			e := (w[c] - float64(d)) / uc[0]
 			sc.errs[c] = e
-			ws, us := w[c+1:b1], uc[c+1 : b1][:b1-c-1]
+			ws, us := w[c+1:b1], uc[1 : b1-c][:b1-c-1]
 			for j, uv := range us {
 				ws[j] -= float64(e * uv)
 			}
@@ -363,7 +413,7 @@ func (r *rowRun) gptq(sc *rowScratch, x, out []float32, scales []uint16) error {
 			tail := w[b1:]
 			for c := b0; c < b1; c++ {
 				e := sc.errs[c]
-				us := u[c*k+b1 : (c+1)*k][:len(tail)]
+				us := u[uOff(c, k)+b1-c : uOff(c, k)+k-c][:len(tail)]
 				for j, uv := range us {
 					tail[j] -= float64(e * uv)
 				}
@@ -378,7 +428,6 @@ func (r *rowRun) gptq(sc *rowScratch, x, out []float32, scales []uint16) error {
 // Σ_i d_i·(H_ii·d_i + 2·Σ_{j<i} H_ij·d_j), the outer sum ascending, the
 // inner one as dot4 computes it.
 func (r *rowRun) loss(sc *rowScratch, x, q []float32) float64 {
-	k := r.l.Cols
 	d := sc.diff
 	for j := range d {
 		d[j] = float64(x[j]) - float64(q[j])
@@ -388,8 +437,8 @@ func (r *rowRun) loss(sc *rowScratch, x, q []float32) float64 {
 		if di == 0 {
 			continue
 		}
-		s := dot4(r.h[i*k:i*k+i], d[:i])
-		total += float64(di * (float64(r.h[i*k+i]*di) + float64(2*s)))
+		s := dot4(r.h[tri(i):tri(i)+i], d[:i])
+		total += float64(di * (float64(r.h[tri(i)+i]*di) + float64(2*s)))
 	}
 	return total
 }

@@ -1,9 +1,11 @@
 package gptq
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/bits"
+	"unsafe"
 
 	"github.com/mixq/mixq/internal/par"
 	"github.com/mixq/mixq/quant"
@@ -39,21 +41,27 @@ const maxChunks = 1 << 23
 // one Moment that saw the same chunks: one pass over a stream equals the
 // merge of passes over two parts of it whenever the cut falls at a chunk
 // boundary (a multiple of ChunkTokens rows into an Add call, or between
-// calls). Only the lower triangle (j ≤ i) is stored.
+// calls). Only the lower triangle (j ≤ i) is stored, packed as in Sym:
+// 16·K(K+1)/2 bytes (969 MB at K = 11008), which TakeMean turns, in
+// place, into H and the factorisation's working storage.
 type Moment struct {
 	k      int
 	n      int64
 	chunks int64
-	hi     []int64  // high words of the fixed-point totals, lower triangle, row-major
-	lo     []uint64 // low words
-	part   []float64
-	xs     []float64
+	// fx holds the fixed-point totals: the high words (two's complement)
+	// of the packed lower triangle in fx[:T], the low words in fx[T:].
+	fx []uint64
+	xs []float64
 }
 
 // NewMoment returns an empty accumulator for rows of k channels.
 func NewMoment(k int) *Moment {
-	t := k * (k + 1) / 2
-	return &Moment{k: k, hi: make([]int64, t), lo: make([]uint64, t)}
+	return &Moment{k: k, fx: make([]uint64, 2*tri(k))}
+}
+
+func (m *Moment) words() (hi, lo []uint64) {
+	t := tri(m.k)
+	return m.fx[:t], m.fx[t:]
 }
 
 // Channels is K.
@@ -92,8 +100,10 @@ func (m *Moment) Add(x []float32, tokens, workers int) error {
 	if m.chunks+nch > maxChunks {
 		return fmt.Errorf("moment: more than %d chunks of %d tokens", maxChunks, ChunkTokens)
 	}
-	if m.part == nil {
-		m.part = make([]float64, len(m.hi))
+	if m.fx == nil {
+		return errors.New("moment: already taken by TakeMean")
+	}
+	if m.xs == nil {
 		m.xs = make([]float64, ChunkTokens*k)
 	}
 	// |Σ_t x_ti·x_tj| ≤ max_i Σ_t x_ti² (Cauchy–Schwarz), so checking the
@@ -114,40 +124,47 @@ func (m *Moment) Add(x []float32, tokens, workers int) error {
 	for t0 := 0; t0 < tokens; t0 += ChunkTokens {
 		t1 := min(tokens, t0+ChunkTokens)
 		m.chunkSum(x[t0*k:t1*k], t1-t0, workers)
-		m.fold()
 	}
 	m.n += int64(tokens)
 	m.chunks += nch
 	return nil
 }
 
-// fold adds the truncated fixed-point value of every chunk sum to the total.
-func (m *Moment) fold() {
-	for i, v := range m.part {
+// fold adds the truncated fixed-point value of every entry of p, a chunk
+// sum of row i, to the total.
+func (m *Moment) fold(p []float64, i int) {
+	hi, lo := m.words()
+	o := tri(i)
+	hi, lo = hi[o:o+len(p)], lo[o:o+len(p)]
+	for j, v := range p {
 		h, l := toFixed(v)
 		var c uint64
-		m.lo[i], c = bits.Add64(m.lo[i], l, 0)
-		m.hi[i] = int64(uint64(m.hi[i]) + uint64(h) + c)
+		lo[j], c = bits.Add64(lo[j], l, 0)
+		hi[j] += h + c
 	}
 }
 
-// chunkSum sets m.part to Σ_t x_t x_tᵀ over the n ≤ ChunkTokens rows of x:
-// for every entry the products are added in ascending t, from +0.
+// chunkSum adds Σ_t x_t x_tᵀ over the n ≤ ChunkTokens rows of x to the
+// total: for every entry the products are added in ascending t, from +0,
+// and the sum is folded; each goroutine folds its rows of the triangle as
+// it goes, so no chunk-sized buffer is held.
 func (m *Moment) chunkSum(x []float32, n, workers int) {
 	k := m.k
 	xs := m.xs[:n*k]
 	for i, v := range x {
 		xs[i] = float64(v)
 	}
-	work := n * len(m.part)
+	work := n * tri(k)
 	w := max(1, min(workers, work>>16))
 	// Rows of the triangle grow longer: cut the rows so chunks hold about
 	// the same number of entries (row i has i+1), which only moves work.
 	par.Split(w, 1, w, func(_, c0, c1 int) {
+		p := make([]float64, k)
 		for c := c0; c < c1; c++ {
 			r0, r1 := triRows(k, c, w), triRows(k, c+1, w)
 			for i := r0; i < r1; i++ {
-				rowSum(m.part[i*(i+1)/2:i*(i+1)/2+i+1], xs, n, k, i)
+				rowSum(p[:i+1], xs, n, k, i)
+				m.fold(p[:i+1], i)
 			}
 		}
 	})
@@ -251,13 +268,18 @@ func (m *Moment) Merge(o *Moment) error {
 	if o.k != m.k {
 		return fmt.Errorf("moment: merging %d channels into %d", o.k, m.k)
 	}
+	if m.fx == nil || o.fx == nil {
+		return errors.New("moment: already taken by TakeMean")
+	}
 	if m.chunks+o.chunks > maxChunks {
 		return fmt.Errorf("moment: more than %d chunks of %d tokens", maxChunks, ChunkTokens)
 	}
-	for i := range m.lo {
+	mh, ml := m.words()
+	oh, ol := o.words()
+	for i := range ml {
 		var c uint64
-		m.lo[i], c = bits.Add64(m.lo[i], o.lo[i], 0)
-		m.hi[i] = int64(uint64(m.hi[i]) + uint64(o.hi[i]) + c)
+		ml[i], c = bits.Add64(ml[i], ol[i], 0)
+		mh[i] += oh[i] + c
 	}
 	m.n += o.n
 	m.chunks += o.chunks
@@ -266,11 +288,11 @@ func (m *Moment) Merge(o *Moment) error {
 
 // Equal reports whether m and o hold the same totals, bit for bit.
 func (m *Moment) Equal(o *Moment) bool {
-	if m.k != o.k || m.n != o.n {
+	if m.k != o.k || m.n != o.n || (m.fx == nil) != (o.fx == nil) {
 		return false
 	}
-	for i := range m.lo {
-		if m.lo[i] != o.lo[i] || m.hi[i] != o.hi[i] {
+	for i := range m.fx {
+		if m.fx[i] != o.fx[i] {
 			return false
 		}
 	}
@@ -278,20 +300,47 @@ func (m *Moment) Equal(o *Moment) bool {
 }
 
 // Mean returns E[x xᵀ] = H/n as a full, symmetric, row-major K×K matrix,
-// or all zeros when no token was added.
+// or all zeros when no token was added (8·K² bytes: for small K and
+// tests; TakeMean is what the quantizer uses).
 func (m *Moment) Mean() []float64 {
 	k := m.k
 	out := make([]float64, k*k)
-	if m.n == 0 {
+	if m.n == 0 || m.fx == nil {
 		return out
 	}
+	hi, lo := m.words()
 	n := float64(m.n)
 	for i := range k {
 		for j := 0; j <= i; j++ {
-			t := i*(i+1)/2 + j
-			v := fromFixed(m.hi[t], m.lo[t]) / n
+			t := tri(i) + j
+			v := fromFixed(int64(hi[t]), lo[t]) / n
 			out[i*k+j], out[j*k+i] = v, v
 		}
 	}
 	return out
+}
+
+// TakeMean returns E[x xᵀ] = H/n (zeros when no token was added) as a
+// Sym, converting the totals in place: the high words become H's entries,
+// with the same values as Mean's, and the low words the Sym's spare
+// buffer, which NewFactor works in. m is emptied (Tokens and Channels
+// stay; Add, Merge and Mean no longer apply), so H and its factor take no
+// more memory than the moment did.
+func (m *Moment) TakeMean() *Sym {
+	if m.fx == nil {
+		return NewSym(m.k)
+	}
+	hi, lo := m.words()
+	n := float64(m.n)
+	h := unsafe.Slice((*float64)(unsafe.Pointer(unsafe.SliceData(hi))), len(hi))
+	for t := range hi {
+		v := 0.0
+		if m.n != 0 {
+			v = fromFixed(int64(hi[t]), lo[t]) / n
+		}
+		h[t] = v
+	}
+	spare := unsafe.Slice((*float64)(unsafe.Pointer(unsafe.SliceData(lo))), len(lo))
+	m.fx, m.xs = nil, nil
+	return &Sym{k: m.k, data: h, spare: spare}
 }

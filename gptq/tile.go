@@ -96,8 +96,8 @@ func (r *rowRun) gptqTile(sc *tileScratch, xs [][]float32) error {
 	b0 := 0
 	for _, b1 := range r.blocks {
 		for c := b0; c < b1; c++ {
-			uc := u[c*k : (c+1)*k]
-			us := uc[c+1 : b1]
+			uc := u[uOff(c, k) : uOff(c, k)+k-c] // U_cc … U_c,K−1
+			us := uc[1 : b1-c]
 			for t := range n {
 				w := sc.w[t]
 				if c%l.GroupSize == 0 {
@@ -123,7 +123,7 @@ func (r *rowRun) gptqTile(sc *tileScratch, xs [][]float32) error {
 				}
 				d := quant.Decode(quant.Code(v, sc.inv[t], qmax), sc.sv[t])
 				sc.cand[t][GPTQ][c] = d
-				e := (w[c] - float64(d)) / uc[c]
+				e := (w[c] - float64(d)) / uc[0]
 				sc.errs[t][c] = e
 				ws := w[c+1 : b1][:len(us)]
 				for j, uv := range us {
@@ -133,7 +133,7 @@ func (r *rowRun) gptqTile(sc *tileScratch, xs [][]float32) error {
 		}
 		if b1 < k {
 			for c := b0; c < b1; c++ {
-				us := u[c*k+b1 : (c+1)*k]
+				us := u[uOff(c, k)+b1-c : uOff(c, k)+k-c]
 				for t := range n {
 					e := sc.errs[t][c]
 					tail := sc.w[t][b1:][:len(us)]
@@ -161,8 +161,8 @@ func (r *rowRun) lossTile(sc *tileScratch, xs [][]float32, ms []Method, out *[ti
 		}
 	}
 	for i := range k {
-		hi := r.h[i*k : i*k+i]
-		hii := r.h[i*k+i]
+		hi := r.h[tri(i) : tri(i)+i]
+		hii := r.h[tri(i)+i]
 		for t := range xs {
 			for _, m := range ms {
 				d := sc.diff[t][m]
