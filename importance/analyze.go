@@ -10,6 +10,7 @@ import (
 
 	"github.com/mixq/mixq/checkpoint"
 	"github.com/mixq/mixq/cpu"
+	"github.com/mixq/mixq/gptq"
 	"github.com/mixq/mixq/internal/stop"
 	"github.com/mixq/mixq/policy"
 	"github.com/mixq/mixq/quant"
@@ -55,8 +56,19 @@ type Options struct {
 	Calib *CalibStats
 	// Backend runs the reductions and the quantization (cpu.New(0) when nil).
 	Backend quant.Backend
-	// GroupSize of the quantized candidates (quant.DefaultGroupSize when 0).
+	// GroupSize of the quantized candidates (quant.DefaultGroupSize when
+	// 0): the plan's group size, which the dynamic policy uses.
 	GroupSize int
+	// GroupSizes, when set, are the group sizes at which the INT8 and INT4
+	// candidates are measured, for the budget policy to choose among per
+	// tensor; GroupSize is added when missing. Nil: GroupSize alone.
+	GroupSizes []int
+	// Search measures the INT8/INT4 candidates with the scale search
+	// (gptq.SearchScales, weighted by the damped E[x²] of the layer's input
+	// when calibration has it) instead of absmax round to nearest: the
+	// rounding the quantizer will apply (search, or gptq, whose codes start
+	// from searched scales and never do worse on its proxy loss).
+	Search bool
 	// Notice receives every notice as it is issued (they are also kept in
 	// Analysis.Notices).
 	Notice func(string)
@@ -86,9 +98,12 @@ type SignalScore struct {
 	Normalized float64 `json:"normalized"`
 }
 
-// Candidate is the measured cost of storing a matrix at one precision.
+// Candidate is the measured cost of storing a matrix at one precision and,
+// for INT8 and INT4, one group size.
 type Candidate struct {
 	Precision quant.Precision `json:"precision"`
+	// GroupSize of an INT8/INT4 candidate (0 for F16).
+	GroupSize int `json:"group_size,omitempty"`
 	// Bytes is the tensor data written at this precision (codes and
 	// scales, or the F16 values), headers excluded.
 	Bytes int64 `json:"bytes"`
@@ -126,6 +141,8 @@ type TensorScore struct {
 	// Rank is 1 for the most important matrix (ties broken by name).
 	Rank       int         `json:"rank,omitempty"`
 	Candidates []Candidate `json:"candidates,omitempty"`
+
+	group int // the analysis's GroupSize, which Candidate(p) looks up
 }
 
 // Elements is the product of the shape.
@@ -137,10 +154,17 @@ func (t *TensorScore) Elements() int64 {
 	return n
 }
 
-// Candidate returns the measured candidate of precision p.
+// Candidate returns the measured candidate of precision p at the
+// analysis's group size (GroupSize).
 func (t *TensorScore) Candidate(p quant.Precision) (Candidate, bool) {
+	return t.CandidateAt(p, t.group)
+}
+
+// CandidateAt returns the measured candidate of precision p at group size
+// g (ignored for F16; 0 matches the first candidate of precision p).
+func (t *TensorScore) CandidateAt(p quant.Precision, g int) (Candidate, bool) {
 	for _, c := range t.Candidates {
-		if c.Precision == p {
+		if c.Precision == p && (g == 0 || c.GroupSize == 0 || c.GroupSize == g) {
 			return c, true
 		}
 	}
@@ -158,8 +182,12 @@ func (t *TensorScore) feasible(p quant.Precision) bool {
 
 // Analysis holds the scores and measured errors of every tensor.
 type Analysis struct {
-	GroupSize int    `json:"group_size"`
-	Backend   string `json:"backend"`
+	GroupSize int `json:"group_size"`
+	// GroupSizes are the group sizes of the INT8/INT4 candidates, ascending.
+	GroupSizes []int `json:"group_sizes"`
+	// Rounding is how the candidates were rounded: "rtn" or "search".
+	Rounding string `json:"rounding"`
+	Backend  string `json:"backend"`
 	// Weights are the signal weights asked for.
 	Weights map[Signal]float64 `json:"weights"`
 	// Used are the signals that contributed to at least one score.
@@ -251,11 +279,24 @@ func AnalyzeContext(ctx context.Context, ck *checkpoint.Checkpoint, opt Options)
 	if g < 1 || g > quant.MaxGroupSize {
 		return nil, quant.InputError(fmt.Errorf("group size %d is impossible: want 1..%d", g, quant.MaxGroupSize))
 	}
+	groups := []int{g}
+	for _, x := range opt.GroupSizes {
+		if x < 1 || x > quant.MaxGroupSize {
+			return nil, quant.InputError(fmt.Errorf("group size %d is impossible: want 1..%d", x, quant.MaxGroupSize))
+		}
+		if !slices.Contains(groups, x) {
+			groups = append(groups, x)
+		}
+	}
+	slices.Sort(groups)
 	be := opt.Backend
 	if be == nil {
 		be = cpu.New(0)
 	}
-	a := &Analysis{GroupSize: g, Backend: be.Name(), Weights: map[Signal]float64{}, notify: opt.Notice}
+	a := &Analysis{GroupSize: g, GroupSizes: groups, Rounding: "rtn", Backend: be.Name(), Weights: map[Signal]float64{}, notify: opt.Notice}
+	if opt.Search {
+		a.Rounding = "search"
+	}
 	for _, s := range Signals {
 		a.Weights[s] = weights[s]
 	}
@@ -292,10 +333,10 @@ func AnalyzeContext(ctx context.Context, ck *checkpoint.Checkpoint, opt Options)
 		}
 	}
 
-	m := &measurer{ctx: ctx, be: be, g: g, progress: opt.Progress}
+	m := &measurer{ctx: ctx, be: be, groups: groups, search: opt.Search, progress: opt.Progress}
 	usedLayers := map[string]bool{}
 	for _, ct := range ck.Tensors {
-		t := &TensorScore{Name: ct.Name, DType: ct.DType, Shape: slices.Clone(ct.Shape), Component: policy.Classify(ct.Name)}
+		t := &TensorScore{Name: ct.Name, DType: ct.DType, Shape: slices.Clone(ct.Shape), Component: policy.Classify(ct.Name), group: g}
 		a.Tensors = append(a.Tensors, t)
 		t.Matrix = len(ct.Shape) >= 2 && ct.NumElements() > 0
 		if !t.Matrix {
@@ -493,7 +534,8 @@ func meanOf(v []float64) float64 {
 type measurer struct {
 	ctx      context.Context
 	be       quant.Backend
-	g        int
+	groups   []int
+	search   bool
 	progress func(tensor string, deltaBytes int64)
 	w, deq   []float32
 	gr       []float32
@@ -523,11 +565,26 @@ func (m *measurer) measure(t *checkpoint.Tensor, moment []float64, gf *safetenso
 	wst := quant.NewStats(cols)
 	gst := quant.NewStats(cols)
 	energy := make([]float64, cols)
-	sq := make([][]float64, len(Candidates))
-	cands := make([]Candidate, len(Candidates))
-	for k, p := range Candidates {
+	// Candidates: INT4 then INT8, each from the largest group (fewest
+	// bytes) down, then F16.
+	var cands []Candidate
+	for _, p := range Candidates {
+		if !p.Quantized() {
+			cands = append(cands, Candidate{Precision: p, Feasible: true, Bytes: dataBytes(p, rows, cols, 0)})
+			continue
+		}
+		for i := len(m.groups) - 1; i >= 0; i-- {
+			g := m.groups[i]
+			cands = append(cands, Candidate{Precision: p, GroupSize: g, Feasible: true, Bytes: dataBytes(p, rows, cols, g)})
+		}
+	}
+	sq := make([][]float64, len(cands))
+	for k := range sq {
 		sq[k] = make([]float64, cols)
-		cands[k] = Candidate{Precision: p, Feasible: true, Bytes: dataBytes(p, rows, cols, m.g)}
+	}
+	var diag []float64 // the scale search's weights
+	if m.search && moment != nil {
+		diag = gptq.Damped(moment, 0)
 	}
 	tensorErr := func(err error) error {
 		return &quant.TensorError{File: t.File.Path(), Tensor: t.Name, Err: err}
@@ -554,12 +611,12 @@ func (m *measurer) measure(t *checkpoint.Tensor, moment []float64, gf *safetenso
 		for i, v := range w {
 			energy[i%cols] += float64(v) * float64(v)
 		}
-		for k := range Candidates {
+		for k := range cands {
 			c := &cands[k]
 			if !c.Feasible {
 				continue
 			}
-			deq, reason, err := m.roundTrip(c.Precision, w, r1-r0, cols)
+			deq, reason, err := m.roundTrip(c.Precision, c.GroupSize, w, r1-r0, cols, diag)
 			if err != nil {
 				var nf *quant.NonFiniteError
 				if errors.As(err, &nf) {
@@ -632,10 +689,12 @@ func (m *measurer) measure(t *checkpoint.Tensor, moment []float64, gf *safetenso
 	return r, nil
 }
 
-// roundTrip stores a block at precision p and reads it back, through the
-// backend for INT8 and INT4 and by binary16 rounding for F16. A non-empty
-// reason means p cannot hold the block.
-func (m *measurer) roundTrip(p quant.Precision, w []float32, rows, cols int) ([]float32, string, error) {
+// roundTrip stores a block at precision p (group size g) and reads it back,
+// through the backend for INT8 and INT4, with absmax scales or, when
+// searching, gptq.SearchScales' scales weighted by diag (nil: unweighted),
+// and by binary16 rounding for F16. A non-empty reason means p cannot hold
+// the block.
+func (m *measurer) roundTrip(p quant.Precision, g int, w []float32, rows, cols int, diag []float64) ([]float32, string, error) {
 	deq := grow(&m.deq, len(w))
 	if p == quant.F16 {
 		h := grow(&m.half, 2*len(w))
@@ -647,10 +706,14 @@ func (m *measurer) roundTrip(p quant.Precision, w []float32, rows, cols int) ([]
 		}
 		return deq, "", nil
 	}
-	l := quant.Layout{Rows: rows, Cols: cols, GroupSize: m.g, Precision: p}
+	l := quant.Layout{Rows: rows, Cols: cols, GroupSize: g, Precision: p}
 	sc := grow(&m.scales, l.NumScales())
 	packed := grow(&m.packed, l.PackedBytes())
-	if err := m.be.GroupScales(sc, w, l); err != nil {
+	scales := m.be.GroupScales
+	if m.search {
+		scales = func(sc []uint16, w []float32, l quant.Layout) error { return gptq.SearchScales(sc, w, diag, l) }
+	}
+	if err := scales(sc, w, l); err != nil {
 		var so *quant.ScaleOverflowError
 		if errors.As(err, &so) {
 			return nil, so.Error(), nil

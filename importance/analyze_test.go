@@ -220,3 +220,33 @@ func TestAnalyzeOptionErrors(t *testing.T) {
 	_, err := Analyze(ck, Options{GroupSize: quant.MaxGroupSize + 1})
 	assert.ErrorIs(t, err, quant.ErrInput)
 }
+
+// Measured with the scale search (no calibration, so the measured error is
+// the search's own unweighted objective), no candidate errs more than with
+// absmax round to nearest, and the INT4 candidates err less somewhere.
+func TestSearchCandidatesNeverErrMore(t *testing.T) {
+	ck, _ := synthCheckpoint(t)
+	rtn, err := Analyze(ck, Options{GroupSize: 8, GroupSizes: []int{16}})
+	require.NoError(t, err)
+	srch, err := Analyze(ck, Options{GroupSize: 8, GroupSizes: []int{16}, Search: true})
+	require.NoError(t, err)
+	assert.Equal(t, "rtn", rtn.Rounding)
+	assert.Equal(t, "search", srch.Rounding)
+	better := 0
+	for _, m := range rtn.Matrices() {
+		s, ok := srch.Lookup(m.Name)
+		require.True(t, ok)
+		require.Len(t, s.Candidates, len(m.Candidates))
+		for i, c := range m.Candidates {
+			sc := s.Candidates[i]
+			require.Equal(t, c.Precision, sc.Precision)
+			require.Equal(t, c.GroupSize, sc.GroupSize)
+			assert.Equal(t, c.Bytes, sc.Bytes, "rounding does not change the bytes")
+			assert.LessOrEqual(t, sc.Error, c.Error, "%s %s g%d", m.Name, c.Precision, c.GroupSize)
+			if c.Precision == quant.INT4 && sc.Error < c.Error {
+				better++
+			}
+		}
+	}
+	assert.Positive(t, better)
+}

@@ -85,7 +85,7 @@ type Budget struct {
 
 	pins   pins
 	a      *Analysis
-	assign map[string]quant.Precision
+	assign map[string]choice
 	inputs []qformat.Input
 	config []byte
 }
@@ -121,16 +121,20 @@ func (b *Budget) Decide(t policy.Tensor) policy.Decision {
 	if done {
 		return dec
 	}
-	p, ok := b.assign[t.Name]
+	ch, ok := b.assign[t.Name]
 	if !ok {
 		dec.Keep = true
 		dec.Reason = "not analysed (empty or not in the checkpoint analysed)"
 		return dec
 	}
+	p := ch.p
 	dec.Precision, dec.Source = p, "budget"
+	if p.Quantized() {
+		dec.GroupSize = ch.g
+	}
 	if ts, ok := b.a.Lookup(t.Name); ok {
-		if c, ok := ts.Candidate(p); ok {
-			dec.Reason = fmt.Sprintf("importance %.4f, rank %d: loss %.4g at %s", ts.Score, ts.Rank, c.Loss, p)
+		if c, ok := ts.CandidateAt(p, ch.g); ok && p != quant.F32 {
+			dec.Reason = fmt.Sprintf("importance %.4f, rank %d: loss %.4g at %s", ts.Score, ts.Rank, c.Loss, ch)
 		} else {
 			dec.Reason = fmt.Sprintf("importance %.4f, rank %d: no candidate fits, kept at %s", ts.Score, ts.Rank, p)
 		}
@@ -138,21 +142,34 @@ func (b *Budget) Decide(t policy.Tensor) policy.Decision {
 	return dec
 }
 
+// choice is a precision and, for INT8/INT4, its group size.
+type choice struct {
+	p quant.Precision
+	g int
+}
+
+func (c choice) String() string {
+	if c.p.Quantized() {
+		return fmt.Sprintf("%s g%d", c.p, c.g)
+	}
+	return c.p.String()
+}
+
 // option is one feasible precision of an item. cost is the size of a
 // plan holding the tensor alone at that precision: its data, its header
 // entries and its metadata record, plus constants that cancel between the
 // options of one tensor.
 type option struct {
-	p    quant.Precision
+	c    choice
 	cost int64
 	loss float64
 }
 
-// alone is the exact size of a one-tensor output holding t at p.
-func (b *Budget) alone(t *TensorScore, p quant.Precision) (int64, error) {
+// alone is the exact size of a one-tensor output holding t at c.
+func (b *Budget) alone(t *TensorScore, c choice) (int64, error) {
 	in := []qformat.Input{{Name: t.Name, DType: t.DType, Shape: t.Shape}}
 	plan, err := qformat.Build(in, func(x policy.Tensor) policy.Decision {
-		return policy.Decision{Name: x.Name, Precision: p}
+		return policy.Decision{Name: x.Name, Precision: c.p, GroupSize: c.g}
 	}, qformat.Options{GroupSize: b.GroupSize, PolicyName: b.Name()})
 	if err != nil {
 		return 0, err
@@ -190,7 +207,7 @@ func NewBudgetContext(ctx context.Context, a *Analysis, rules []policy.Rule, ck 
 	}
 	b := &Budget{
 		TargetBytes: targetBytes, GroupSize: a.GroupSize, MaxShardSize: maxShard,
-		pins: newPins(rules, a.TiedHead), a: a, assign: map[string]quant.Precision{}, config: ck.Config,
+		pins: newPins(rules, a.TiedHead), a: a, assign: map[string]choice{}, config: ck.Config,
 	}
 	for _, t := range ck.Tensors {
 		ts, ok := a.Lookup(t.Name)
@@ -212,14 +229,15 @@ func NewBudgetContext(ctx context.Context, a *Analysis, rules []policy.Rule, ck 
 			if !c.Feasible {
 				continue
 			}
-			cost, err := b.alone(t, c.Precision)
+			ch := choice{c.Precision, c.GroupSize}
+			cost, err := b.alone(t, ch)
 			if err != nil {
 				return nil, err
 			}
-			it.opts = append(it.opts, option{c.Precision, cost, c.Loss})
+			it.opts = append(it.opts, option{ch, cost, c.Loss})
 		}
 		if len(it.opts) == 0 {
-			b.assign[t.Name] = quant.F32 // no quantized or F16 form holds it
+			b.assign[t.Name] = choice{p: quant.F32} // no quantized or F16 form holds it
 			continue
 		}
 		sort.SliceStable(it.opts, func(i, j int) bool {
@@ -267,7 +285,7 @@ type solver struct {
 
 func (s *solver) set(it *item, k int) {
 	it.cur = k
-	s.b.assign[it.t.Name] = it.opts[k].p
+	s.b.assign[it.t.Name] = it.opts[k].c
 }
 
 func (s *solver) loss() float64 {

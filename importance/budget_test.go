@@ -28,6 +28,7 @@ func plannedBytes(t *testing.T, ck *checkpoint.Checkpoint, p Policy, g int, shar
 type fixed struct {
 	name string
 	p    map[string]quant.Precision
+	g    map[string]int // group sizes (nil or absent: the plan's)
 }
 
 func (f fixed) Name() string { return f.name }
@@ -39,6 +40,9 @@ func (f fixed) Decide(t policy.Tensor) policy.Decision {
 		return d
 	}
 	d.Precision = p
+	if p.Quantized() {
+		d.GroupSize = f.g[t.Name]
+	}
 	return d
 }
 
@@ -49,11 +53,11 @@ func bruteForce(t *testing.T, ck *checkpoint.Checkpoint, a *Analysis, lo, hi int
 	best, found := 0.0, false
 	idx := make([]int, len(mats))
 	for {
-		f := fixed{name: "budget", p: map[string]quant.Precision{}}
+		f := fixed{name: "budget", p: map[string]quant.Precision{}, g: map[string]int{}}
 		loss := 0.0
 		for i, m := range mats {
 			c := m.Candidates[idx[i]]
-			f.p[m.Name] = c.Precision
+			f.p[m.Name], f.g[m.Name] = c.Precision, c.GroupSize
 			loss += c.Loss
 		}
 		if s := plannedBytes(t, ck, f, a.GroupSize, DefaultMaxShardSize); s >= lo && s <= hi && (!found || loss < best) {
@@ -62,7 +66,7 @@ func bruteForce(t *testing.T, ck *checkpoint.Checkpoint, a *Analysis, lo, hi int
 		i := 0
 		for ; i < len(idx); i++ {
 			idx[i]++
-			if idx[i] < len(Candidates) {
+			if idx[i] < len(mats[i].Candidates) {
 				break
 			}
 			idx[i] = 0
@@ -77,8 +81,8 @@ func TestBudgetAgainstBruteForce(t *testing.T) {
 	ck, _ := synthCheckpoint(t)
 	a, err := Analyze(ck, Options{GroupSize: 8})
 	require.NoError(t, err)
-	all4 := fixed{"budget", map[string]quant.Precision{}}
-	all16 := fixed{"budget", map[string]quant.Precision{}}
+	all4 := fixed{"budget", map[string]quant.Precision{}, nil}
+	all16 := fixed{"budget", map[string]quant.Precision{}, nil}
 	for _, m := range a.Matrices() {
 		all4.p[m.Name], all16.p[m.Name] = quant.INT4, quant.F16
 	}
@@ -123,7 +127,7 @@ func TestBudgetInfeasible(t *testing.T) {
 	_, err = NewBudget(a, nil, ck, 0, 0)
 	assert.ErrorIs(t, err, quant.ErrInput)
 	// Pins count: pinning the embedding to F32 raises the floor.
-	all4 := fixed{"budget", map[string]quant.Precision{}}
+	all4 := fixed{"budget", map[string]quant.Precision{}, nil}
 	for _, m := range a.Matrices() {
 		all4.p[m.Name] = quant.INT4
 	}
@@ -167,4 +171,59 @@ func TestTargets(t *testing.T) {
 		_, err = BPWTarget(ck, bad)
 		assert.ErrorIs(t, err, quant.ErrInput)
 	}
+}
+
+// With several group sizes the budget chooses precision and group size per
+// matrix; it is checked against every assignment, as above.
+func TestBudgetGroupSizesAgainstBruteForce(t *testing.T) {
+	ck, _ := synthCheckpoint(t)
+	a, err := Analyze(ck, Options{GroupSize: 16, GroupSizes: []int{8}})
+	require.NoError(t, err)
+	assert.Equal(t, []int{8, 16}, a.GroupSizes)
+	for _, m := range a.Matrices() {
+		require.Len(t, m.Candidates, 5, m.Name) // INT4 g16, g8; INT8 g16, g8; F16
+		c16, ok := m.CandidateAt(quant.INT4, 16)
+		require.True(t, ok)
+		c8, ok := m.CandidateAt(quant.INT4, 8)
+		require.True(t, ok)
+		// Smaller groups cost more scales and, on these normal weights, err less.
+		assert.Greater(t, c8.Bytes, c16.Bytes, m.Name)
+		assert.Less(t, c8.RelError, c16.RelError, m.Name)
+		def, _ := m.Candidate(quant.INT4)
+		assert.Equal(t, 16, def.GroupSize, "Candidate looks up the analysis's group size")
+	}
+	all4 := fixed{"budget", map[string]quant.Precision{}, nil}
+	all16 := fixed{"budget", map[string]quant.Precision{}, nil}
+	for _, m := range a.Matrices() {
+		all4.p[m.Name], all16.p[m.Name] = quant.INT4, quant.F16
+	}
+	lo := plannedBytes(t, ck, all4, 16, DefaultMaxShardSize)
+	hi := plannedBytes(t, ck, all16, 16, DefaultMaxShardSize)
+	used := map[int]bool{}
+	for _, frac := range []float64{0.05, 0.3, 0.6} {
+		target := lo + int64(frac*float64(hi-lo))
+		b, err := NewBudget(a, nil, ck, target, 0)
+		require.NoError(t, err, "target %d", target)
+		got := plannedBytes(t, ck, b, 16, 0)
+		assert.Equal(t, b.PlannedBytes, got)
+		assert.LessOrEqual(t, got, target)
+		opt, ok := bruteForce(t, ck, a, 0, target)
+		require.True(t, ok)
+		assert.GreaterOrEqual(t, b.Loss, opt-1e-9*opt, "target %d", target)
+		assert.LessOrEqual(t, b.LowerBound, opt+1e-9*opt, "target %d", target)
+		if wopt, ok := bruteForce(t, ck, a, windowLow(target), target); ok {
+			assert.GreaterOrEqual(t, got, windowLow(target), "target %d", target)
+			assert.LessOrEqual(t, b.Loss, wopt+1e-9*wopt, "target %d", target)
+		}
+		for _, m := range a.Matrices() {
+			d := b.Decide(policy.Tensor{Name: m.Name, Shape: m.Shape})
+			if d.Precision.Quantized() {
+				require.Contains(t, []int{8, 16}, d.GroupSize, m.Name)
+				used[d.GroupSize] = true
+			} else {
+				assert.Zero(t, d.GroupSize, m.Name)
+			}
+		}
+	}
+	assert.Len(t, used, 2, "both group sizes are chosen somewhere across the targets")
 }

@@ -181,13 +181,13 @@ func TestNormalize(t *testing.T) {
 }
 
 func TestHull(t *testing.T) {
-	opts := []option{{quant.INT4, 10, 100}, {quant.INT8, 20, 95}, {quant.F16, 30, 0}}
+	opts := []option{{choice{quant.INT4, 128}, 10, 100}, {choice{quant.INT8, 128}, 20, 95}, {choice{p: quant.F16}, 30, 0}}
 	// INT8 lies above the chord from INT4 to F16: not on the hull.
 	assert.Equal(t, []int{0, 2}, hull(opts))
 	opts[1].loss = 20
 	assert.Equal(t, []int{0, 1, 2}, hull(opts))
 	// A costlier option that saves nothing is dropped.
-	assert.Equal(t, []int{0}, hull([]option{{quant.INT4, 10, 1}, {quant.INT8, 20, 1}}))
+	assert.Equal(t, []int{0}, hull([]option{{choice{quant.INT4, 128}, 10, 1}, {choice{quant.INT8, 128}, 20, 1}}))
 }
 
 func mustRule(t *testing.T, s string) policy.Rule {

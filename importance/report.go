@@ -65,6 +65,8 @@ type TensorReport struct {
 	Rank      int              `json:"rank,omitempty"`
 	// Precision is the chosen precision, or "keep".
 	Precision string `json:"precision"`
+	// GroupSize is the chosen group size of an INT8/INT4 choice.
+	GroupSize int `json:"group_size,omitempty"`
 	// Rule and Source name the user rule that pinned the tensor, if any.
 	Rule   string `json:"rule,omitempty"`
 	Source string `json:"source,omitempty"`
@@ -105,7 +107,14 @@ func (a *Analysis) Report(p Policy) *Report {
 		} else {
 			tr.Precision = d.Precision.String()
 			cols := int(t.Shape[len(t.Shape)-1])
-			tr.Bytes = dataBytes(d.Precision, int(t.Elements()/int64(cols)), cols, a.GroupSize)
+			g := d.GroupSize
+			if g == 0 {
+				g = a.GroupSize
+			}
+			if d.Precision.Quantized() {
+				tr.GroupSize = g
+			}
+			tr.Bytes = dataBytes(d.Precision, int(t.Elements()/int64(cols)), cols, g)
 		}
 		counts[tr.Precision]++
 		r.DataBytes += tr.Bytes

@@ -20,7 +20,11 @@ type Decision struct {
 	// bytes); Precision is then meaningless.
 	Keep      bool            `json:"keep,omitempty"`
 	Precision quant.Precision `json:"precision,omitempty"`
-	Component Component       `json:"component"`
+	// GroupSize is the quantization group of an INT8/INT4 decision; 0
+	// means the plan's group size (--group-size). The budget policy sets it
+	// per tensor, choosing among several group sizes.
+	GroupSize int       `json:"group_size,omitempty"`
+	Component Component `json:"component"`
 	// Rule is the rule that chose the precision, as REGEX=PRECISION, and
 	// Source where it came from; Reason explains anything else (1-D, tied).
 	Rule   string `json:"rule,omitempty"`

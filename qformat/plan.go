@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 
 	"github.com/mixq/mixq/policy"
 	"github.com/mixq/mixq/quant"
@@ -105,6 +106,7 @@ func Build(inputs []Input, decide Decide, opt Options) (*Plan, error) {
 	keys := map[string]string{}  // output tensor → metadata key of its record
 	owner := map[string]string{} // output tensor → input tensor
 	counts := map[string]int{}
+	groups := map[int]int{} // group size → quantized tensors
 	for _, in := range inputs {
 		d := decide(policy.Tensor{Name: in.Name, Shape: in.Shape})
 		// The format's own rules hold whatever a policy says: vectors,
@@ -130,13 +132,23 @@ func Build(inputs []Input, decide Decide, opt Options) (*Plan, error) {
 		case d.Precision.Quantized():
 			cols := in.Shape[len(in.Shape)-1]
 			rows := in.NumElements() / max(cols, 1)
-			l := quant.Layout{Rows: int(rows), Cols: int(cols), GroupSize: g, Precision: d.Precision}
+			tg := g
+			if d.GroupSize != 0 {
+				tg = d.GroupSize
+				if tg < 1 || tg > quant.MaxGroupSize {
+					return nil, fmt.Errorf("tensor %q: policy chose impossible group size %d (want 1..%d)", in.Name, tg, quant.MaxGroupSize)
+				}
+				groups[tg]++
+			} else {
+				groups[g]++
+			}
+			l := quant.Layout{Rows: int(rows), Cols: int(cols), GroupSize: tg, Precision: d.Precision}
 			if err := l.Validate(); err != nil {
 				return nil, quant.InputError(&quant.TensorError{Tensor: in.Name, Err: err})
 			}
 			it.Layout = l
 			it.Record.Precision = d.Precision.String()
-			it.Record.GroupSize = g
+			it.Record.GroupSize = tg
 			dt := safetensors.I8
 			if d.Precision == quant.INT4 {
 				dt = safetensors.U8
@@ -169,7 +181,7 @@ func Build(inputs []Input, decide Decide, opt Options) (*Plan, error) {
 		specs = append(specs, it.Outputs...)
 		p.Items = append(p.Items, it)
 	}
-	cfg, err := QuantizedConfig(opt.Config, g, opt.PolicyName, counts)
+	cfg, err := quantizedConfig(opt.Config, g, opt.PolicyName, counts, groups)
 	if err != nil {
 		return nil, err
 	}
@@ -192,11 +204,19 @@ func Build(inputs []Input, decide Decide, opt Options) (*Plan, error) {
 // config). Numbers are kept as written, keys are sorted, so the output is
 // deterministic.
 func QuantizedConfig(config []byte, groupSize int, policyName string, counts map[string]int) ([]byte, error) {
+	return quantizedConfig(config, groupSize, policyName, counts, nil)
+}
+
+// quantizedConfig is QuantizedConfig that also records, when the quantized
+// tensors do not all use groupSize, how many use each group size
+// ("group_sizes"); every tensor's own group size is in its record.
+func quantizedConfig(config []byte, groupSize int, policyName string, counts map[string]int, groups map[int]int) ([]byte, error) {
 	if policyName == "" {
 		policyName = "static"
 	}
+	mixed := len(groups) > 1 || (len(groups) == 1 && groups[groupSize] == 0)
 	return EditConfig(config, func(obj map[string]any) {
-		obj["quantization_config"] = map[string]any{
+		qc := map[string]any{
 			"quant_method":      "mixq",
 			"format":            Format,
 			"group_size":        groupSize,
@@ -205,6 +225,14 @@ func QuantizedConfig(config []byte, groupSize int, policyName string, counts map
 			"policy":            policyName,
 			"tensor_precisions": counts,
 		}
+		if mixed {
+			gs := map[string]int{}
+			for g, n := range groups {
+				gs[strconv.Itoa(g)] = n
+			}
+			qc["group_sizes"] = gs
+		}
+		obj["quantization_config"] = qc
 	})
 }
 

@@ -175,3 +175,47 @@ func TestReaderPrefersExactRecords(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, qformat.Keep, e.Record.Precision)
 }
+
+// A policy may choose each quantized tensor's group size: the record, the
+// layout and the scales follow it, and config.json counts the group sizes
+// once they are mixed.
+func TestBuildPerTensorGroupSize(t *testing.T) {
+	decide := func(x policy.Tensor) policy.Decision {
+		d := policy.Decision{Name: x.Name, Precision: quant.INT4}
+		switch x.Name {
+		case "model.layers.0.self_attn.q_proj.weight":
+			d.GroupSize = 32
+		case "x.odd":
+			d.Precision = quant.F16
+		}
+		return d
+	}
+	p, err := qformat.Build(inputs(), decide, qformat.Options{GroupSize: 128})
+	require.NoError(t, err)
+	q := p.Items[2]
+	assert.Equal(t, 32, q.Record.GroupSize)
+	assert.Equal(t, 32, q.Layout.GroupSize)
+	assert.Equal(t, []int64{64, 2}, q.Outputs[1].Shape, "64 columns in groups of 32: two scales per row")
+	assert.Equal(t, 128, p.Items[0].Record.GroupSize, "0 means the plan's group size")
+	var cfg struct {
+		Q struct {
+			GroupSize  int            `json:"group_size"`
+			GroupSizes map[string]int `json:"group_sizes"`
+		} `json:"quantization_config"`
+	}
+	require.NoError(t, json.Unmarshal(p.Layout.Config, &cfg))
+	assert.Equal(t, 128, cfg.Q.GroupSize)
+	assert.Equal(t, map[string]int{"32": 1, "128": 2}, cfg.Q.GroupSizes)
+
+	// One group size throughout: no group_sizes, as before.
+	p, err = qformat.Build(inputs(), func(x policy.Tensor) policy.Decision {
+		return policy.Decision{Name: x.Name, Precision: quant.INT8, GroupSize: 128}
+	}, qformat.Options{GroupSize: 128})
+	require.NoError(t, err)
+	assert.NotContains(t, string(p.Layout.Config), "group_sizes")
+
+	_, err = qformat.Build(inputs(), func(x policy.Tensor) policy.Decision {
+		return policy.Decision{Name: x.Name, Precision: quant.INT8, GroupSize: -4}
+	}, qformat.Options{GroupSize: 128})
+	assert.ErrorContains(t, err, "impossible group size -4")
+}

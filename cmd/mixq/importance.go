@@ -121,7 +121,11 @@ func (f *importanceFlags) calibration(ctx context.Context, path string, be quant
 
 // analyze runs the importance analysis with notices on stderr and a
 // progress bar on a terminal. It stops when ctx is done.
-func (f *importanceFlags) analyze(ctx context.Context, ck *checkpoint.Checkpoint, be quant.Backend, groupSize int, stderr io.Writer) (*importance.Analysis, error) {
+//
+// groups are the group sizes of the quantized candidates (nil: groupSize
+// alone); search measures them with the scale search (see
+// importance.Options.Search).
+func (f *importanceFlags) analyze(ctx context.Context, ck *checkpoint.Checkpoint, be quant.Backend, groupSize int, groups []int, search bool, stderr io.Writer) (*importance.Analysis, error) {
 	w, err := parseWeights(f.weights)
 	if err != nil {
 		return nil, err
@@ -138,7 +142,7 @@ func (f *importanceFlags) analyze(ctx context.Context, ck *checkpoint.Checkpoint
 	}
 	bar := &tensorProgress{bar: newProgress(stderr, importance.AnalyzedBytes(ck), "analyze"), label: "analyze", total: matrices}
 	a, err := importance.AnalyzeContext(ctx, ck, importance.Options{
-		Weights: w, Grads: f.grads, Calib: calib, Backend: be, GroupSize: groupSize,
+		Weights: w, Grads: f.grads, Calib: calib, Backend: be, GroupSize: groupSize, GroupSizes: groups, Search: search,
 		Notice: func(s string) {
 			if bar.bar != nil {
 				bar.bar.Clear() // the notice gets a line of its own
@@ -236,7 +240,7 @@ func newAnalyzeCmd() *cobra.Command {
 				return err
 			}
 			defer ck.Close()
-			a, err := f.analyze(c.Context(), ck, be, groupSize, c.ErrOrStderr())
+			a, err := f.analyze(c.Context(), ck, be, groupSize, nil, false, c.ErrOrStderr())
 			if err != nil {
 				return err
 			}

@@ -42,7 +42,22 @@ type planFlags struct {
 	// userRules are --rules and --rule as options parsed them, for the
 	// warnings once the plan is made.
 	userRules []policy.Rule
+	// groupSizes is --group-sizes: the budget's candidate group sizes.
+	groupSizes string
+	// preset is --preset; applyPreset sets the flags it fixes and the
+	// rule of a uniform preset (presetRules, after the user's).
+	preset      string
+	presetDone  bool
+	presetRules []policy.Rule
+	// rounding is quantize's --rounding (nil in estimate, which has none
+	// and plans as auto would): the budget measures its candidates with
+	// the rounding that will be applied.
+	rounding *roundingFlags
 }
+
+// defaultGroupSizes are the budget's candidate group sizes unless
+// --group-size or --group-sizes says otherwise.
+const defaultGroupSizes = "32,64,128"
 
 func (f *planFlags) register(c *cobra.Command) {
 	fl := c.Flags()
@@ -57,6 +72,8 @@ func (f *planFlags) register(c *cobra.Command) {
 	fl.Float64Var(&f.lowRatio, "low-ratio", importance.DefaultLow, "dynamic: share of ranked tensors in INT4")
 	fl.Float64Var(&f.targetRatio, "target-ratio", 0, "budget: compression versus FP32 to reach, at least 1 (e.g. 6); estimate: also the target it is compared with")
 	fl.Float64Var(&f.targetBPW, "target-bpw", 0, "budget: bits per weight to reach, counting every byte of the model's files (at most 32)")
+	fl.StringVar(&f.groupSizes, "group-sizes", defaultGroupSizes, "budget: group sizes each INT8/INT4 matrix may use, chosen per tensor for the least error (default: 32,64,128, or --group-size alone when that is given)")
+	fl.StringVar(&f.preset, "preset", "", presetHelp())
 	f.imp.register(c)
 }
 
@@ -80,7 +97,7 @@ var (
 	calibFlags     = []string{"calib", "calib-tokens", "calib-sample", "calib-seq-len", "calib-seed"}
 	importanceOnly = []string{"grads", "signal-weights"}
 	dynamicOnly    = []string{"high-ratio", "low-ratio"}
-	budgetOnly     = []string{"target-ratio", "target-bpw"}
+	budgetOnly     = []string{"target-ratio", "target-bpw", "group-sizes"}
 )
 
 // warnIgnored warns, on stderr, about every flag given that the chosen
@@ -135,6 +152,9 @@ func (f *planFlags) options(c *cobra.Command, ck *checkpoint.Checkpoint) (mixq.O
 		ctx = context.Background()
 	}
 	stderr := c.ErrOrStderr()
+	if err := f.applyPreset(c); err != nil {
+		return mixq.Options{}, nil, err
+	}
 	switch f.policy {
 	case "static", "dynamic", "budget":
 	default:
@@ -146,7 +166,7 @@ func (f *planFlags) options(c *cobra.Command, ck *checkpoint.Checkpoint) (mixq.O
 	if f.policy == "budget" && f.targetRatio == 0 && f.targetBPW == 0 {
 		return mixq.Options{}, nil, usagef("--policy budget needs --target-ratio R or --target-bpw B")
 	}
-	if f.policy == "static" && !c.Flags().Changed("policy") && c.Name() != "estimate" && (f.targetRatio != 0 || f.targetBPW != 0) {
+	if f.policy == "static" && !c.Flags().Changed("policy") && f.preset == "" && c.Name() != "estimate" && (f.targetRatio != 0 || f.targetBPW != 0) {
 		// No policy was chosen: the size asked for is the point, and the
 		// default policy would silently miss it.
 		return mixq.Options{}, nil, usagef("--target-ratio and --target-bpw need --policy budget (the default, static, does not aim at a size)")
@@ -172,6 +192,7 @@ func (f *planFlags) options(c *cobra.Command, ck *checkpoint.Checkpoint) (mixq.O
 		}
 		user = append(user, r)
 	}
+	user = append(user, f.presetRules...)
 	f.userRules = user
 	if f.groupSize < 1 || f.groupSize > quant.MaxGroupSize {
 		return mixq.Options{}, nil, usagef("--group-size %d: want 1..%d", f.groupSize, quant.MaxGroupSize)
@@ -193,7 +214,31 @@ func (f *planFlags) options(c *cobra.Command, ck *checkpoint.Checkpoint) (mixq.O
 		opt.Policy = mixq.StaticPolicy(ck, user)
 		return opt, nil, nil
 	}
-	a, err := f.imp.analyze(ctx, ck, be, f.groupSize, stderr)
+	var groups []int
+	if f.policy == "budget" {
+		gs := f.groupSizes
+		if c.Flags().Changed("group-size") && !c.Flags().Changed("group-sizes") {
+			gs = strconv.Itoa(f.groupSize)
+		}
+		if groups, err = parseGroupSizes(gs); err != nil {
+			return opt, nil, err
+		}
+		for _, g := range groups {
+			if g > quant.MaxGroupSize {
+				return opt, nil, usagef("--group-sizes: group size %d is impossible: want 1..%d", g, quant.MaxGroupSize)
+			}
+		}
+	}
+	rf := f.rounding
+	if rf == nil {
+		rf = &roundingFlags{mode: "auto"}
+	}
+	rf.preset = f.preset != ""
+	mode, err := rf.resolve(&f.imp)
+	if err != nil {
+		return opt, nil, err
+	}
+	a, err := f.imp.analyze(ctx, ck, be, f.groupSize, groups, mode != "rtn", stderr)
 	if err != nil {
 		return opt, nil, err
 	}

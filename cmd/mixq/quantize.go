@@ -34,6 +34,10 @@ temporary name and renamed when complete.`,
 			if out == "" {
 				return usagef("quantize needs -o OUT")
 			}
+			pf.rounding = &rf
+			if err := pf.applyPreset(c); err != nil {
+				return err
+			}
 			ef, err := formatFlags(c)
 			if err != nil {
 				return err

@@ -16,7 +16,12 @@ import (
 )
 
 // roundingFlags choose how quantize picks INT8/INT4 scales and codes.
-type roundingFlags struct{ mode string }
+type roundingFlags struct {
+	mode string
+	// preset is set under --preset, where auto without calibration tokens
+	// means search (see presets.go).
+	preset bool
+}
 
 const roundingHelp = `how INT8/INT4 scales and codes are chosen, inside the same format:
 rtn (absmax round to nearest), search (per-group clipping search, weighted by
@@ -37,7 +42,7 @@ func (f *roundingFlags) resolve(imp *importanceFlags) (string, error) {
 		switch {
 		case tokens:
 			return "gptq", nil
-		case len(imp.calib) > 0:
+		case len(imp.calib) > 0, f.preset:
 			return "search", nil
 		}
 		return "rtn", nil
