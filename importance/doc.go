@@ -83,10 +83,13 @@
 //
 // # Error metric
 //
-// For every matrix and every candidate precision (INT4, INT8, F16) the
-// weights are stored and read back exactly as the quantizer would store
-// them: GroupScales, Quantize and Dequantize through the backend for INT4
-// and INT8, binary16 rounding (checkpoint.EncodeFloat32) for F16; a
+// For every matrix and every candidate — INT4 and INT8 at each group size
+// of Options.GroupSizes (the plan's group size alone by default), and F16 —
+// the weights are stored and read back exactly as the quantizer would store
+// them: GroupScales (or, with Options.Search, gptq.SearchScales weighted by
+// the damped E[x²] of the layer's input, the scales --rounding search
+// writes and GPTQ starts from), Quantize and Dequantize through the backend
+// for INT4 and INT8, binary16 rounding (checkpoint.EncodeFloat32) for F16; a
 // precision whose scale or value overflows F16 is marked infeasible. The
 // error is the expected squared error of the layer's output under a
 // diagonal approximation of the input covariance:
@@ -123,7 +126,13 @@
 //
 // # Dynamic policy
 //
-// The n unpinned matrices are ranked by score (ties by name). The top
+// The n unpinned matrices are ranked by predicted damage (Damage: the
+// importance-weighted INT4 relative error, (1 + Score) × RelError of the
+// INT4 candidate at the plan's group size; ties by score, then name),
+// not by score alone: what matters is how much a tensor would lose at a
+// precision, and a tensor with strong signals can quantize almost
+// losslessly while a quiet one does not. A matrix INT4 cannot hold ranks
+// first. The top
 // nHigh = round(high·n) are F16, the bottom nLow = round(low·n) INT4, the
 // rest INT8, rounding halves away from zero; if nHigh + nLow > n, nLow
 // gives way (nLow = n − nHigh), so precision errs upward. With the default
@@ -171,8 +180,18 @@
 // unpinned matrix at its cheapest precision, pins honoured) is an error
 // marked quant.ErrInput.
 //
-// The plan must be built with the same group size (the analysis's) and
-// shard size as the budget, since both change the bytes.
+// With several group sizes each matrix chooses among all its candidates,
+// precision and group size together, and Decide returns the group size
+// with the precision (policy.Decision.GroupSize). Rounding is not a
+// dimension of the choice: it does not change the bytes, and the best
+// rounding available is never worse on its own objective, so the
+// candidates are measured with the rounding the quantizer will apply
+// (Options.Search for search and gptq; GPTQ's own codes are not measured
+// here, since they need the layer-by-layer pass, and the search's error is
+// their stand-in).
+//
+// The plan must be built with the same default group size (the
+// analysis's) and shard size as the budget, since both change the bytes.
 //
 // # Calibration
 //

@@ -3,6 +3,7 @@ package importance
 import (
 	"fmt"
 	"math"
+	"sort"
 
 	"github.com/mixq/mixq/policy"
 	"github.com/mixq/mixq/quant"
@@ -117,7 +118,7 @@ func NewDynamic(a *Analysis, rules []policy.Rule, high, low float64) (*Dynamic, 
 			ranked = append(ranked, t)
 		}
 	}
-	sortByImportance(ranked)
+	sortByDamage(ranked)
 	n := len(ranked)
 	d.N = n
 	d.NHigh, d.NLow = Counts(n, high, low)
@@ -130,7 +131,7 @@ func NewDynamic(a *Analysis, rules []policy.Rule, high, low float64) (*Dynamic, 
 		case i >= n-d.NLow:
 			p, band = quant.INT4, "bottom"
 		}
-		reason := fmt.Sprintf("importance %.4f, rank %d of %d unpinned matrices: %s band", t.Score, i+1, n, band)
+		reason := fmt.Sprintf("predicted INT4 damage %.4g (importance %.4f × INT4 relative error), rank %d of %d unpinned matrices: %s band", Damage(t), t.Score, i+1, n, band)
 		if q := widen(t, p); q != p {
 			reason += fmt.Sprintf(" (%s cannot hold it: widened to %s)", p, q)
 			p = q
@@ -138,6 +139,41 @@ func NewDynamic(a *Analysis, rules []policy.Rule, high, low float64) (*Dynamic, 
 		d.chosen[t.Name] = dynChoice{p: p, reason: reason}
 	}
 	return d, nil
+}
+
+// Damage is what the dynamic policy ranks by: the damage predicted for
+// storing the matrix at INT4, (1 + Score) × RelError of its INT4 candidate
+// at the analysis's group size — the same importance-weighted error the
+// budget minimizes, per element. +Inf when INT4 cannot hold it.
+//
+// Why not the score alone (the seed's ranking): a tensor with strong
+// signals may quantize almost losslessly and a quiet one badly; measured
+// on minillama, ranking by score gave F16 to tensors whose INT4 error was
+// already small (see bench/QUALITY.md for both rankings' results).
+func Damage(t *TensorScore) float64 {
+	c, ok := t.Candidate(quant.INT4)
+	if !ok || !c.Feasible {
+		return math.Inf(1)
+	}
+	return (1 + t.Score) * c.RelError
+}
+
+// sortByDamage orders matrices by descending Damage, ties by descending
+// score, then by name.
+func sortByDamage(ts []*TensorScore) {
+	dmg := make(map[*TensorScore]float64, len(ts))
+	for _, t := range ts {
+		dmg[t] = Damage(t)
+	}
+	sort.SliceStable(ts, func(i, j int) bool {
+		if di, dj := dmg[ts[i]], dmg[ts[j]]; di != dj {
+			return di > dj
+		}
+		if ts[i].Score != ts[j].Score {
+			return ts[i].Score > ts[j].Score
+		}
+		return ts[i].Name < ts[j].Name
+	})
 }
 
 // Counts is how many of n tensors the dynamic policy stores as F16 and as

@@ -158,12 +158,35 @@ func TestDynamicTiedHeadPin(t *testing.T) {
 func TestDynamicWidensInfeasible(t *testing.T) {
 	a := fakeAnalysis(ranks(3)...)
 	last, _ := a.Lookup("m02")
-	last.Candidates[0].Feasible = false // INT4 cannot hold it
+	// Neither INT4 nor F16 can hold it (a value beyond binary16): its
+	// predicted INT4 damage is unbounded, so it ranks first, and the top
+	// band's F16 is widened to F32.
+	last.Candidates[0].Feasible = false
+	last.Candidates[2].Feasible = false
 	d, err := NewDynamic(a, nil, 0.2, 0.4)
 	require.NoError(t, err)
 	dec := d.Decide(policy.Tensor{Name: "m02", Shape: []int64{4, 8}})
-	assert.Equal(t, quant.INT8, dec.Precision)
-	assert.Contains(t, dec.Reason, "widened")
+	assert.Equal(t, quant.F32, dec.Precision)
+	assert.Contains(t, dec.Reason, "widened to f32")
+	assert.Contains(t, dec.Reason, "rank 1 of 3")
+}
+
+// The dynamic policy ranks by predicted damage, (1 + score) × INT4
+// relative error, not by score: a quiet tensor that quantizes badly gets
+// F16 before a loud one that quantizes well.
+func TestDynamicRanksByDamage(t *testing.T) {
+	a := fakeAnalysis(0.9, 0.8, 0.5, 0.4, 0.1)
+	rel := map[string]float64{"m00": 0.001, "m01": 0.002, "m02": 0.004, "m03": 0.003, "m04": 0.05}
+	for name, r := range rel {
+		m, _ := a.Lookup(name)
+		m.Candidates[0].RelError = r
+	}
+	d, err := NewDynamic(a, nil, 0.2, 0.4)
+	require.NoError(t, err)
+	// Damages: m00 0.0019, m01 0.0036, m02 0.006, m03 0.0042, m04 0.055.
+	assert.Equal(t, []string{"int4", "int4", "int8", "int8", "f16"}, precisions(t, a, d))
+	m04, _ := a.Lookup("m04")
+	assert.InDelta(t, 1.1*0.05, Damage(m04), 1e-15)
 }
 
 func TestNormalize(t *testing.T) {
