@@ -1,12 +1,18 @@
 package bench
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"runtime/debug"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/mixq/mixq/cpu"
+	"github.com/mixq/mixq/gptq"
 	"github.com/mixq/mixq/gpu"
 	"github.com/mixq/mixq/model"
 	"github.com/mixq/mixq/quant"
@@ -33,6 +39,9 @@ type Row struct {
 	// matmul of the same shape and m (the forward pass's, measured in the
 	// same run) over this row's.
 	VsF32 float64 `json:"vs_f32,omitempty"`
+	// VsRTN is, for a GPTQ row, its time over that of absmax round to
+	// nearest of the same matrices in the same run.
+	VsRTN float64 `json:"vs_rtn,omitempty"`
 	Note  string  `json:"note,omitempty"`
 }
 
@@ -264,5 +273,244 @@ func fillHeavyTailed(w []float32, seed uint64) {
 			v *= 20
 		}
 		w[i] = float32(v)
+	}
+}
+
+// GPTQOptions configures GPTQLayer. The zero value is one Llama-7B decoder
+// layer (hidden 4096, MLP 11008), INT4 g128, 2048 calibration tokens.
+type GPTQOptions struct {
+	Hidden, MLP int // default 4096 and 11008
+	Tokens      int // synthetic calibration tokens per input (default 2048)
+	GroupSize   int // default 128
+	Workers     int // 0: GOMAXPROCS
+	// Progress receives work units as they are done; GPTQWork is the
+	// total.
+	Progress func(units int64)
+	// Notice receives GPTQ's notices (degenerate statistics).
+	Notice func(string)
+}
+
+func (o GPTQOptions) withDefaults() GPTQOptions {
+	if o.Hidden == 0 {
+		o.Hidden = 4096
+	}
+	if o.MLP == 0 {
+		o.MLP = 11008
+	}
+	if o.Tokens == 0 {
+		o.Tokens = 2048
+	}
+	if o.GroupSize == 0 {
+		o.GroupSize = quant.DefaultGroupSize
+	}
+	return o
+}
+
+// gptqStage is one distinct input of a Llama decoder layer and the linears
+// that read it, in the order the quantizer runs them.
+type gptqStage struct {
+	input string
+	k     int
+	names []string
+	rows  []int
+}
+
+func gptqStages(o GPTQOptions) []gptqStage {
+	h, f := o.Hidden, o.MLP
+	return []gptqStage{
+		{"attention input", h, []string{"q_proj", "k_proj", "v_proj"}, []int{h, h, h}},
+		{"o_proj input", h, []string{"o_proj"}, []int{h}},
+		{"MLP input", h, []string{"gate_proj", "up_proj"}, []int{f, f}},
+		{"down_proj input", f, []string{"down_proj"}, []int{h}},
+	}
+}
+
+// GPTQWork is the total of the units GPTQLayer reports through Progress:
+// the moments (tokens × K(K+1)/2 each), the factorisations and the rows.
+func GPTQWork(opt GPTQOptions) int64 {
+	o := opt.withDefaults()
+	var total int64
+	for _, st := range gptqStages(o) {
+		total += int64(o.Tokens) * int64(st.k) * int64(st.k+1) / 2
+		total += gptq.FactorWork(st.k)
+		for _, r := range st.rows {
+			total += gptq.RowWork(quant.Layout{Rows: r, Cols: st.k}, true)
+		}
+	}
+	return total
+}
+
+// GPTQLayer measures GPTQ on the seven linears of one Llama decoder layer
+// (q, k, v, o at K = hidden; gate and up at K = hidden; down at K = MLP),
+// INT4, searched scales, as `mixq quantize --rounding gptq` runs it: for
+// each distinct input, the second moment of synthetic activations
+// (gptq.Moment), then gptq.QuantizeShared (H converted in place, damped
+// and factored once, each linear quantized and packed). The anchor, in
+// the same run, is absmax round to nearest (quant.QuantizeGroups on the
+// CPU backend) of the same matrices, the median of repeated runs; each
+// GPTQ figure is one run (minutes at the 7B shape). Weights are heavy-tailed random
+// values; activations are correlated, heavy-tailed synthetic ones (see
+// synthActivations), not a model's. Like the quantizer, it holds one
+// stage's weights and moment at a time. The last row is the process's
+// peak resident set size so far (Linux), 0 elsewhere.
+func GPTQLayer(ctx context.Context, opt GPTQOptions) ([]Row, error) {
+	o := opt.withDefaults()
+	be := cpu.New(0)
+	prec := fmt.Sprintf("int4 g%d", o.GroupSize)
+	var rows []Row
+	var gptqSec, rtnSec, momentSec float64
+	var wbytes int64
+	var notices int
+	for si, st := range gptqStages(o) {
+		// The moment of this stage's input.
+		x := make([]float32, gptq.ChunkTokens*st.k)
+		gen := newSynthActivations(st.k, uint64(si+1))
+		mo := gptq.NewMoment(st.k)
+		var sec float64
+		for t := 0; t < o.Tokens; t += gptq.ChunkTokens {
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("gptq bench: %w", err)
+			}
+			n := min(gptq.ChunkTokens, o.Tokens-t)
+			gen.fill(x[:n*st.k], n)
+			t0 := time.Now()
+			err := mo.AddContext(ctx, x[:n*st.k], n, o.Workers)
+			sec += time.Since(t0).Seconds()
+			if err != nil {
+				return nil, err
+			}
+			if o.Progress != nil {
+				o.Progress(int64(n) * int64(st.k) * int64(st.k+1) / 2)
+			}
+		}
+		x = nil
+		momentSec += sec
+		rows = append(rows, Row{Backend: "cpu", Op: "gptq moment", Shape: fmt.Sprintf("%dx%d", o.Tokens, st.k), Bytes: int64(4 * o.Tokens * st.k),
+			Seconds: sec, GBps: float64(4*o.Tokens*st.k) / sec / 1e9, Note: st.input + ", synthetic activations"})
+		// The stage's weights, and the anchor on them.
+		var ls []gptq.Linear
+		var stRTN float64
+		var stBytes int64
+		for i, name := range st.names {
+			l := quant.Layout{Rows: st.rows[i], Cols: st.k, GroupSize: o.GroupSize, Precision: quant.INT4}
+			w := make([]float32, l.Elements())
+			fillHeavyTailed(w, uint64(100+10*si+i))
+			packed, scales := make([]byte, l.PackedBytes()), make([]uint16, l.NumScales())
+			var err error
+			stRTN += median(200*time.Millisecond, func() {
+				if e := quant.QuantizeGroups(be, packed, scales, w, l); e != nil {
+					err = e
+				}
+			})
+			if err != nil {
+				return nil, err
+			}
+			stBytes += int64(4 * len(w))
+			ls = append(ls, gptq.Linear{Name: name, W: w, Layout: l})
+		}
+		shape := fmt.Sprintf("%dx%d", st.rows[0], st.k)
+		if len(ls) > 1 {
+			shape = fmt.Sprintf("%d×%s", len(ls), shape)
+		}
+		names := strings.Join(st.names, ",")
+		t0 := time.Now()
+		err := gptq.QuantizeShared(ctx, mo, ls, gptq.Options{Search: true, Workers: o.Workers, Progress: o.Progress},
+			func(s string) {
+				notices++
+				if o.Notice != nil {
+					o.Notice(s)
+				}
+			},
+			func(*gptq.Rounded, gptq.Linear) error { return nil })
+		if err != nil {
+			return nil, err
+		}
+		sec = time.Since(t0).Seconds()
+		mo, ls = nil, nil
+		// What the next stage allocates must not come on top of this
+		// stage's garbage (the moment alone is 16·K(K+1)/2 bytes).
+		debug.FreeOSMemory()
+		gptqSec += sec
+		rtnSec += stRTN
+		wbytes += stBytes
+		rows = append(rows,
+			Row{Backend: "cpu", Op: "gptq " + names, Shape: shape, Precision: prec, Bytes: stBytes, Seconds: sec, GBps: float64(stBytes) / sec / 1e9,
+				VsRTN: sec / stRTN, Note: "factor once, then each linear"},
+			Row{Backend: "cpu", Op: "rtn " + names, Shape: shape, Precision: prec, Bytes: stBytes, Seconds: stRTN, GBps: float64(stBytes) / stRTN / 1e9, VsRTN: 1,
+				Note: "anchor: absmax round to nearest, same matrices"})
+	}
+	layer := fmt.Sprintf("layer h%d f%d", o.Hidden, o.MLP)
+	rows = append(rows,
+		Row{Backend: "cpu", Op: "gptq layer", Shape: layer, Precision: prec, Bytes: wbytes, Seconds: gptqSec, GBps: float64(wbytes) / gptqSec / 1e9,
+			VsRTN: gptqSec / rtnSec, Note: fmt.Sprintf("7 linears, searched scales; %d notices", notices)},
+		Row{Backend: "cpu", Op: "gptq layer + moments", Shape: layer, Precision: prec, Bytes: wbytes, Seconds: gptqSec + momentSec,
+			GBps: float64(wbytes) / (gptqSec + momentSec) / 1e9, VsRTN: (gptqSec + momentSec) / rtnSec,
+			Note: fmt.Sprintf("with the second moments of %d synthetic tokens per input", o.Tokens)},
+		Row{Backend: "cpu", Op: "rtn layer", Shape: layer, Precision: prec, Bytes: wbytes, Seconds: rtnSec, GBps: float64(wbytes) / rtnSec / 1e9, VsRTN: 1,
+			Note: "anchor: absmax round to nearest, same matrices"})
+	peak := peakRSS()
+	rows = append(rows, Row{Backend: "host", Op: "peak rss", Shape: layer, Bytes: peak, Note: fmt.Sprintf("%d MiB (VmHWM of this process so far)", peak>>20)})
+	return rows, nil
+}
+
+// peakRSS is the process's peak resident set size (VmHWM) in bytes, or 0
+// where /proc/self/status does not say.
+func peakRSS() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(rest), "%d kB", &kb); err == nil {
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+// synthActivations makes activation rows with what GPTQ has to work with
+// in a real layer: channels correlated through a rank-32 mix of
+// heavy-tailed sources, independent noise, and every 61st channel 8×
+// larger (the outlier channels of transformer activations).
+type synthActivations struct {
+	k   int
+	mix []float32 // 32 × k
+	rng *rand.Rand
+	z   [32]float32
+}
+
+func newSynthActivations(k int, seed uint64) *synthActivations {
+	s := &synthActivations{k: k, mix: make([]float32, 32*k), rng: rand.New(rand.NewPCG(seed, 0x6d69787102))}
+	fillHeavyTailed(s.mix, seed)
+	for i := range s.mix {
+		s.mix[i] *= 10 // fillHeavyTailed's scale is 0.02: sources of order 1
+	}
+	return s
+}
+
+// fill writes n rows of k channels into x.
+func (s *synthActivations) fill(x []float32, n int) {
+	k := s.k
+	for t := range n {
+		for i := range s.z {
+			c := (s.rng.ExpFloat64() + s.rng.ExpFloat64()) / 2
+			s.z[i] = float32(s.rng.NormFloat64() / math.Sqrt(c))
+		}
+		row := x[t*k : (t+1)*k]
+		for c := range row {
+			row[c] = float32(0.3 * s.rng.NormFloat64())
+		}
+		for i, z := range s.z {
+			m := s.mix[i*k : (i+1)*k][:len(row)]
+			for c, v := range m {
+				row[c] += z * v
+			}
+		}
+		for c := 0; c < k; c += 61 {
+			row[c] *= 8
+		}
 	}
 }

@@ -100,7 +100,7 @@ func Sequential(ctx context.Context, m *model.Model, seqs [][]int, opt CalibOpti
 	}
 	for li := range layers {
 		for _, stage := range m.Stages(li) {
-			c := newCollector(stage, opt.Workers)
+			c := newCollector(ctx, stage, opt.Workers)
 			if err := st.Layer(ctx, li, stage[len(stage)-1], false, c.observe, func() { c.next(); tick() }); err != nil {
 				return nil, err
 			}
@@ -117,7 +117,7 @@ func Sequential(ctx context.Context, m *model.Model, seqs [][]int, opt CalibOpti
 	}
 	if !headDone {
 		if headTarget {
-			c := newCollector([]string{head}, opt.Workers)
+			c := newCollector(ctx, []string{head}, opt.Workers)
 			if err := st.Head(ctx, func(w string, x []float32, tokens, in int) { c.observe(w, x, tokens, in); c.next(); tick() }); err != nil {
 				return nil, err
 			}
@@ -289,6 +289,7 @@ func pack(w []float32, scales []uint16, l quant.Layout) (*Rounded, error) {
 // once per distinct input: consecutive calls with the same slice (q, k
 // and v; gate and up; an expert's w1 and w3) share one Moment.
 type collector struct {
+	ctx     context.Context
 	want    map[string]bool
 	leader  map[string]string
 	moments map[string]*Moment
@@ -299,8 +300,8 @@ type collector struct {
 	err     error
 }
 
-func newCollector(names []string, workers int) *collector {
-	c := &collector{want: map[string]bool{}, leader: map[string]string{}, moments: map[string]*Moment{}, workers: workers}
+func newCollector(ctx context.Context, names []string, workers int) *collector {
+	c := &collector{ctx: ctx, want: map[string]bool{}, leader: map[string]string{}, moments: map[string]*Moment{}, workers: workers}
 	for _, n := range names {
 		c.want[n] = true
 	}
@@ -327,7 +328,11 @@ func (c *collector) observe(w string, x []float32, tokens, in int) {
 		mo = NewMoment(in)
 		c.moments[leader] = mo
 	}
-	if err := mo.Add(x[:tokens*in], tokens, c.workers); err != nil {
+	if err := mo.AddContext(c.ctx, x[:tokens*in], tokens, c.workers); err != nil {
+		if c.ctx.Err() != nil {
+			c.err = fmt.Errorf("gptq: %w", stop.Err(c.ctx))
+			return
+		}
 		c.err = quant.InputError(fmt.Errorf("calibration input of %s: %w", w, err))
 	}
 }

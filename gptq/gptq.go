@@ -155,7 +155,7 @@ func (f *Factor) Quantize(ctx context.Context, w []float32, l quant.Layout, opt 
 	prog := newProgress(opt.Progress)
 	perRow := RowWork(quant.Layout{Rows: 1, Cols: k}, opt.Search)
 	res := &Result{Scales: make([]uint16, l.NumScales()), W: make([]float32, len(w)), Notices: append([]string(nil), f.notices...)}
-	run := &rowRun{l: l, h: f.h, u: f.u, diag: f.diag, search: opt.Search, blocks: blocks(k, l.GroupSize, opt.BlockSize)}
+	run := &rowRun{ctx: ctx, l: l, h: f.h, u: f.u, diag: f.diag, search: opt.Search, blocks: blocks(k, l.GroupSize, opt.BlockSize)}
 	type part struct {
 		rows   [3]int
 		err    error
@@ -202,6 +202,10 @@ func (f *Factor) Quantize(ctx context.Context, w []float32, l quant.Layout, opt 
 				scs = append(scs, res.Scales[r*gpr:(r+1)*gpr])
 			}
 			if err := run.tile(sc, xs, outs, scs, tr[:r1-r0]); err != nil {
+				if errors.Is(err, errStopped) {
+					p.err, p.errRow = stop.Err(ctx), r0
+					return
+				}
 				// Name the first failing row in row order, whatever the
 				// tiles: redo the tile's rows one at a time.
 				rs := newRowScratch(k)
@@ -244,6 +248,12 @@ func (f *Factor) Quantize(ctx context.Context, w []float32, l quant.Layout, opt 
 	return res, nil
 }
 
+// errStopped is what a tile returns when the context is done.
+var errStopped = errors.New("gptq: stopped")
+
+// stopped reports whether the run's context is done (nil: never).
+func (r *rowRun) stopped() bool { return r.ctx != nil && r.ctx.Err() != nil }
+
 // blocks returns the end of each block of columns: at most bs columns, and
 // every group start a block start (blocks hold whole groups when the group
 // fits, else are cut at group boundaries).
@@ -270,6 +280,7 @@ func blocks(k, g, bs int) []int {
 // rowRun is what every row shares: h is H packed lower (Sym), u is U
 // packed upper by rows (Factor).
 type rowRun struct {
+	ctx    context.Context // checked within a tile too (a tile of 8 rows at K = 11008 is seconds of work)
 	l      quant.Layout
 	h, u   []float64
 	diag   []float64

@@ -1,13 +1,16 @@
 package gptq
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
 	"math/bits"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/mixq/mixq/internal/par"
+	"github.com/mixq/mixq/internal/stop"
 	"github.com/mixq/mixq/quant"
 )
 
@@ -87,6 +90,15 @@ func (e *NonFiniteActivationError) Error() string {
 // The work is split over up to workers goroutines (0: one) by rows of H,
 // which does not change any result.
 func (m *Moment) Add(x []float32, tokens, workers int) error {
+	return m.AddContext(context.Background(), x, tokens, workers)
+}
+
+// AddContext is Add that stops when ctx is done (checking every 256 rows
+// of H of every chunk, well under a second at K = 11008, where one chunk of
+// 64 tokens is about 4·10⁹ multiply-adds) with an error wrapping ctx's
+// cause; a stopped moment is spent: it holds part of a chunk, and every
+// later call fails.
+func (m *Moment) AddContext(ctx context.Context, x []float32, tokens, workers int) error {
 	k := m.k
 	if tokens < 0 || len(x) != tokens*k {
 		return fmt.Errorf("moment: %d values for %d tokens of %d channels", len(x), tokens, k)
@@ -101,7 +113,7 @@ func (m *Moment) Add(x []float32, tokens, workers int) error {
 		return fmt.Errorf("moment: more than %d chunks of %d tokens", maxChunks, ChunkTokens)
 	}
 	if m.fx == nil {
-		return errors.New("moment: already taken by TakeMean")
+		return errors.New("moment: already taken by TakeMean, or stopped")
 	}
 	if m.xs == nil {
 		m.xs = make([]float64, ChunkTokens*k)
@@ -123,7 +135,10 @@ func (m *Moment) Add(x []float32, tokens, workers int) error {
 	}
 	for t0 := 0; t0 < tokens; t0 += ChunkTokens {
 		t1 := min(tokens, t0+ChunkTokens)
-		m.chunkSum(x[t0*k:t1*k], t1-t0, workers)
+		if !m.chunkSum(ctx, x[t0*k:t1*k], t1-t0, workers) {
+			m.fx, m.xs = nil, nil
+			return fmt.Errorf("moment: %w", stop.Err(ctx))
+		}
 	}
 	m.n += int64(tokens)
 	m.chunks += nch
@@ -148,7 +163,7 @@ func (m *Moment) fold(p []float64, i int) {
 // total: for every entry the products are added in ascending t, from +0,
 // and the sum is folded; each goroutine folds its rows of the triangle as
 // it goes, so no chunk-sized buffer is held.
-func (m *Moment) chunkSum(x []float32, n, workers int) {
+func (m *Moment) chunkSum(ctx context.Context, x []float32, n, workers int) bool {
 	k := m.k
 	xs := m.xs[:n*k]
 	for i, v := range x {
@@ -158,16 +173,22 @@ func (m *Moment) chunkSum(x []float32, n, workers int) {
 	w := max(1, min(workers, work>>16))
 	// Rows of the triangle grow longer: cut the rows so chunks hold about
 	// the same number of entries (row i has i+1), which only moves work.
+	var stopped atomic.Bool
 	par.Split(w, 1, w, func(_, c0, c1 int) {
 		p := make([]float64, k)
 		for c := c0; c < c1; c++ {
 			r0, r1 := triRows(k, c, w), triRows(k, c+1, w)
 			for i := r0; i < r1; i++ {
+				if (i-r0)%256 == 0 && ctx.Err() != nil {
+					stopped.Store(true)
+					return
+				}
 				rowSum(p[:i+1], xs, n, k, i)
 				m.fold(p[:i+1], i)
 			}
 		}
 	})
+	return !stopped.Load()
 }
 
 // triRows is the first row of part c of w of a triangle of k rows cut into

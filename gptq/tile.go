@@ -61,12 +61,18 @@ func (r *rowRun) tile(sc *tileScratch, xs, outs [][]float32, scales [][]uint16, 
 	if err := r.gptqTile(sc, xs); err != nil {
 		return err
 	}
+	if r.stopped() {
+		return errStopped
+	}
 	ms := []Method{RTN, Search, GPTQ}
 	if nm == 1 {
 		ms = []Method{RTN, GPTQ}
 	}
 	var losses [tileRows][3]float64
 	r.lossTile(sc, xs, ms, &losses)
+	if r.stopped() {
+		return errStopped
+	}
 	for t := range n {
 		best, bestLoss := RTN, losses[t][RTN]
 		for _, m := range ms[1:] {
@@ -95,6 +101,9 @@ func (r *rowRun) gptqTile(sc *tileScratch, xs [][]float32) error {
 	}
 	b0 := 0
 	for _, b1 := range r.blocks {
+		if r.stopped() {
+			return errStopped
+		}
 		for c := b0; c < b1; c++ {
 			uc := u[uOff(c, k) : uOff(c, k)+k-c] // U_cc … U_c,K−1
 			us := uc[1 : b1-c]
@@ -161,6 +170,9 @@ func (r *rowRun) lossTile(sc *tileScratch, xs [][]float32, ms []Method, out *[ti
 		}
 	}
 	for i := range k {
+		if i%512 == 0 && r.stopped() {
+			return // the caller sees the context and drops the results
+		}
 		hi := r.h[tri(i) : tri(i)+i]
 		hii := r.h[tri(i)+i]
 		for t := range xs {

@@ -21,6 +21,7 @@ func newBenchCmd() *cobra.Command {
 	var models, shapes []string
 	var matmulOnly bool
 	var batches []int
+	var gq gptqBenchFlags
 	c := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure kernel throughput per op and shape next to a memory-copy baseline",
@@ -57,7 +58,18 @@ func newBenchCmd() *cobra.Command {
 				}
 			}
 			var rows []bench.Row
-			if !gpuOnly {
+			if gq.on {
+				if gpuOnly || matmulOnly || len(models) > 0 || len(shapes) > 0 {
+					return usagef("--gptq measures only the GPTQ rows: not with --gpu-only, --matmul-only, --model or --shape")
+				}
+				o, err := gq.options()
+				if err != nil {
+					return err
+				}
+				if rows, err = gq.run(c, o); err != nil {
+					return err
+				}
+			} else if !gpuOnly {
 				be := cpu.New(0)
 				if rows, err = bench.Run(bench.Options{Quick: quick, Backends: []quant.Backend{be}, Shapes: shs, MatMulOnly: matmulOnly, Batches: batches}); err != nil {
 					return err
@@ -77,7 +89,7 @@ func newBenchCmd() *cobra.Command {
 					rows = append(rows, ev...)
 				}
 			}
-			if choice.Kind != "cpu" {
+			if choice.Kind != "cpu" && !gq.on {
 				g, err := gpuRows(choice, quick)
 				switch {
 				case err != nil && choice.Kind == "cuda":
@@ -96,6 +108,8 @@ func newBenchCmd() *cobra.Command {
 				switch {
 				case r.TokensPerSec > 0:
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%.3f ms\t-\t-\t%.0f\t\n", r.Backend, r.Op, dash(r.Precision), r.Shape, 1e3*r.Seconds, r.TokensPerSec)
+				case r.VsRTN > 0:
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.3f\t-\t-\t%.1fx rtn; %s\n", r.Backend, r.Op, dash(r.Precision), r.Shape, seconds(r.Seconds), r.GBps, r.VsRTN, r.Note)
 				case r.Seconds == 0:
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t-\t-\t-\t%s\n", r.Backend, r.Op, dash(r.Precision), r.Shape, r.Note)
 				default:
@@ -112,6 +126,7 @@ func newBenchCmd() *cobra.Command {
 	c.Flags().StringArrayVar(&shapes, "shape", nil, "weight shape ROWSxCOLS of the kernel rows instead of the defaults (repeatable)")
 	c.Flags().IntSliceVar(&batches, "batch", nil, "rows of x of the matmul rows (default 1,16; 1 with --quick)")
 	c.Flags().BoolVar(&matmulOnly, "matmul-only", false, "only the memcpy baseline, the F32 anchor and the quantized matmuls (no eval rows unless --model)")
+	gq.register(c)
 	c.Flags().StringArrayVar(&models, "model", nil, "also time the forward pass (tokens/s) of this checkpoint directory, as stored and quantized (repeatable)")
 	return c
 }
