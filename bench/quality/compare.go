@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/mixq/mixq/eval"
+	"github.com/mixq/mixq/model"
+)
+
+// reference is the F32 model's side of every comparison, computed once:
+// its logits on each evaluation sequence and its own statistics.
+type reference struct {
+	seqs   [][]int
+	logits [][]float32 // per sequence, [len][vocab] position-major
+	vocab  int
+	res    *eval.Result
+}
+
+// newReference runs the F32 model once over seqs and keeps its logits.
+func newReference(ctx context.Context, ref *model.Model, seqs [][]int) (*reference, error) {
+	r := &reference{seqs: seqs, logits: make([][]float32, len(seqs)), vocab: ref.Config.Vocab}
+	res, err := eval.EvaluateContext(ctx, ref, nil, seqs, eval.Options{
+		Logits: func(i int, l []float32) { r.logits[i] = slices.Clone(l) },
+	})
+	if err != nil {
+		return nil, err
+	}
+	r.res = res
+	return r, nil
+}
+
+// compare scores q against the kept reference and returns what
+// eval.Evaluate(ref, q, seqs) returns, with the same arithmetic in the same
+// order, so the numbers are identical (TestCompareMatchesEvaluate): q's
+// perplexity from eval itself, and KL(F32 ‖ q) and top-1 agreement per
+// predicted position from the two sets of logits.
+func (r *reference) compare(ctx context.Context, q *model.Model) (*eval.Result, error) {
+	if q.Config.Vocab != r.vocab {
+		return nil, fmt.Errorf("vocabularies differ: %d vs %d", r.vocab, q.Config.Vocab)
+	}
+	var kls []float64
+	agree := 0
+	qres, err := eval.EvaluateContext(ctx, q, nil, r.seqs, eval.Options{
+		// eval hands out each sequence's logits in the order in which it
+		// scores them, which is the order its KL sum runs in.
+		Logits: func(i int, lq []float32) {
+			lr, V := r.logits[i], r.vocab
+			for p := 0; p+1 < len(r.seqs[i]); p++ {
+				rl, ql := lr[p*V:(p+1)*V], lq[p*V:(p+1)*V]
+				kls = append(kls, kl(logSoftmax(rl), logSoftmax(ql)))
+				if argmax(rl) == argmax(ql) {
+					agree++
+				}
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	res := &eval.Result{Sequences: len(r.seqs), Scored: r.res.Scored, Original: r.res.Original}
+	if len(kls) != res.Scored || qres.Scored != res.Scored {
+		return nil, fmt.Errorf("scored %d and %d positions, the reference %d", len(kls), qres.Scored, res.Scored)
+	}
+	st := qres.Original
+	res.Quantized = &st
+	res.DeltaPerplexityPct = 100 * (st.Perplexity - res.Original.Perplexity) / res.Original.Perplexity
+	n := float64(res.Scored)
+	var sum float64
+	for _, k := range kls {
+		sum += k
+	}
+	res.KLMean = sum / n
+	slices.Sort(kls)
+	res.KLP99 = kls[min(len(kls)-1, int(math.Ceil(0.99*float64(len(kls))))-1)]
+	res.KLMax = kls[len(kls)-1]
+	res.Top1Agreement = float64(agree) / n
+	return res, nil
+}
+
+// logSoftmax, kl and argmax are eval's (unexported there), so that the
+// scores are eval's to the last bit.
+
+func logSoftmax(logits []float32) []float64 {
+	mx := math.Inf(-1)
+	for _, v := range logits {
+		mx = math.Max(mx, float64(v))
+	}
+	var sum float64
+	for _, v := range logits {
+		sum += math.Exp(float64(v) - mx)
+	}
+	lse := mx + math.Log(sum)
+	out := make([]float64, len(logits))
+	for i, v := range logits {
+		out[i] = float64(v) - lse
+	}
+	return out
+}
+
+func kl(lp, lq []float64) float64 {
+	var s float64
+	for i := range lp {
+		p := math.Exp(lp[i])
+		if p > 0 {
+			s += p * (lp[i] - lq[i])
+		}
+	}
+	return max(s, 0)
+}
+
+func argmax(v []float32) int {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return best
+}
