@@ -7,7 +7,7 @@ PLUGIN  := bin/mixq-cuda.so
 DEMO    := demo
 FUZZTIME ?= 15s
 
-.PHONY: all build demo test vet unit race fuzz bench bench-cli memtest quality clean llama-perplexity \
+.PHONY: all build demo test vet unit race fuzz bench bench-cli memtest quality clean llama-perplexity llama-compare \
 	ptx ptx-check sim-kernels cuda-check plugin cuda gpu-check gpu-check-build
 
 all: build
@@ -56,10 +56,12 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzGradients$$' -fuzztime $(FUZZTIME) ./importance
 	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./gguf
 
-# bench/QUALITY.md: perplexity, KL and top-1 of each policy on stories260K
-# and a synthetic MoE (about 8 minutes on 2 cores).
-quality:
-	$(GO) run ./bench/quality -o bench/QUALITY.md
+# bench/QUALITY.md: perplexity, KL and top-1 of each way of quantizing
+# minillama and stories260K, every row made by `$(BIN) quantize`, beside
+# llama.cpp's variants from bench/llamacpp.json (make llama-compare) when
+# it exists (about 20 minutes on 2 idle cores).
+quality: build
+	$(GO) run ./bench/quality -mixq $(BIN) -o bench/QUALITY.md
 
 # llama.cpp's perplexity of minillama's GGUF exports (F32, static INT8,
 # INT4 group 64) against mixq's on the same tokens and positions: builds
@@ -68,6 +70,16 @@ quality:
 # Not part of `make test`. Figures: docs/EXPORT.md.
 llama-perplexity:
 	scripts/llama-perplexity.sh
+
+# bench/llamacpp.json: llama.cpp's Q4_0 (--pure and default layout) and
+# Q4_K_M (with and without an imatrix) of minillama and stories260K, each
+# dequantized with gguf-py and scored by mixq eval against F32, with the
+# GGUF sizes that make quality matches mixq to. Builds llama-quantize,
+# llama-imatrix and llama-completion CPU-only from the source
+# scripts/install-gguf-py.sh fetches; about 25 minutes on 2 cores. Not part
+# of `make test`. MODELS=minillama reruns one model only.
+llama-compare:
+	scripts/llama-quant-compare.sh
 
 # Kernel benchmarks with the memory-copy baseline in the same run.
 bench:
