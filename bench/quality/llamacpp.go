@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -96,8 +97,8 @@ func walk(v any, keys []string, up map[string]any, out *llamaSet) {
 		}
 		for _, k := range inherited {
 			if e, ok := x[k]; ok {
-				if _, scalar := e.(map[string]any); !scalar {
-					down[k] = e
+				if str := scalarString(e); str != "" {
+					down[k] = str
 				}
 			}
 		}
@@ -115,7 +116,7 @@ func walk(v any, keys []string, up map[string]any, out *llamaSet) {
 func variantOf(x map[string]any, keys []string, up map[string]any) llamaVariant {
 	field := func(names ...string) string {
 		for _, n := range names {
-			if s, ok := x[n].(string); ok && s != "" {
+			if s := scalarString(x[n]); s != "" {
 				return s
 			}
 		}
@@ -161,7 +162,7 @@ func variantOf(x map[string]any, keys []string, up map[string]any) llamaVariant 
 	v.BytesWithoutVocab = int64(b)
 	v.Ratio = numOr(x, "ratio", "ratio_vs_f32", "compression_ratio")
 	v.PPL = numOr(x, "ppl", "perplexity", "quantized.perplexity", "eval.quantized.perplexity")
-	v.DPPL = numOr(x, "dppl", "delta_ppl", "delta_perplexity_pct", "dppl_pct", "eval.delta_perplexity_pct")
+	v.DPPL = numOr(x, "dppl", "delta_ppl_pct", "delta_ppl", "delta_perplexity_pct", "dppl_pct", "eval.delta_perplexity_pct")
 	v.KLMean = numOr(x, "kl_mean", "mean_kl", "kl.mean", "eval.kl_mean")
 	v.KLP99 = numOr(x, "kl_p99", "p99_kl", "kl.p99", "eval.kl_p99")
 	v.Top1 = numOr(x, "top1", "top1_agreement", "top_1", "eval.top1_agreement")
@@ -170,6 +171,35 @@ func variantOf(x map[string]any, keys []string, up map[string]any) llamaVariant 
 	}
 	v.BasePPL = numOr(x, "f32_ppl", "base_ppl", "original.perplexity", "eval.original.perplexity")
 	return v
+}
+
+// scalarString is a string or number as text, or an object of them as
+// "k: v, ..." (a version recorded with its commit and source); "" for
+// anything else.
+func scalarString(e any) string {
+	switch x := e.(type) {
+	case string:
+		return x
+	case float64:
+		return strconv.FormatFloat(x, 'f', -1, 64)
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		var parts []string
+		for _, k := range keys {
+			if _, nested := x[k].(map[string]any); nested {
+				continue
+			}
+			if v := scalarString(x[k]); v != "" {
+				parts = append(parts, k+": "+v)
+			}
+		}
+		return strings.Join(parts, ", ")
+	}
+	return ""
 }
 
 // num is the first of the named fields that is a number (a dotted name
