@@ -7,7 +7,7 @@ PLUGIN  := bin/mixq-cuda.so
 DEMO    := demo
 FUZZTIME ?= 15s
 
-.PHONY: all build demo test vet unit race fuzz bench bench-cli memtest quality clean llama-perplexity llama-compare \
+.PHONY: all build demo test vet unit race fuzz bench bench-cli memtest memtest-gptq quality clean llama-perplexity llama-compare \
 	ptx ptx-check sim-kernels cuda-check plugin cuda gpu-check gpu-check-build
 
 all: build
@@ -91,6 +91,11 @@ bench-cli: build
 # Peak RSS while quantizing a >4 GB synthetic checkpoint (see bench/README.md).
 memtest: build
 	scripts/memtest.sh
+
+# Peak RSS (goal: under 2 GB) and time of GPTQ on one Llama-7B-shaped layer
+# (minutes on 2 cores).
+memtest-gptq: build
+	scripts/memtest.sh --gptq
 
 # --- CUDA ------------------------------------------------------------------
 

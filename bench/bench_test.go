@@ -1,9 +1,11 @@
 package bench
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -72,4 +74,44 @@ func TestEvalModelRows(t *testing.T) {
 		precs[r.Precision]++
 	}
 	assert.Equal(t, map[string]int{"stored": 3, "static": 3, "int4 proj": 3}, precs)
+}
+
+// GPTQLayer on a small layer: every stage's moment, GPTQ and RTN rows, the
+// layer totals and the peak RSS; progress adds up to GPTQWork.
+func TestGPTQLayer(t *testing.T) {
+	var units atomic.Int64
+	o := GPTQOptions{Hidden: 64, MLP: 160, Tokens: 100, GroupSize: 32, Progress: func(n int64) { units.Add(n) }}
+	rows, err := GPTQLayer(context.Background(), o)
+	require.NoError(t, err)
+	ops := map[string]int{}
+	for _, r := range rows {
+		ops[r.Op]++
+		if r.Op != "peak rss" {
+			assert.Positive(t, r.Seconds, r.Op)
+		}
+		if strings.HasPrefix(r.Op, "gptq ") && r.Op != "gptq moment" {
+			assert.Positive(t, r.VsRTN, r.Op)
+			assert.Equal(t, "int4 g32", r.Precision, r.Op)
+		}
+	}
+	assert.Equal(t, map[string]int{
+		"gptq moment": 4, "gptq q_proj,k_proj,v_proj": 1, "rtn q_proj,k_proj,v_proj": 1, "gptq o_proj": 1, "rtn o_proj": 1,
+		"gptq gate_proj,up_proj": 1, "rtn gate_proj,up_proj": 1, "gptq down_proj": 1, "rtn down_proj": 1,
+		"gptq layer": 1, "gptq layer + moments": 1, "rtn layer": 1, "peak rss": 1,
+	}, ops)
+	// The layer's weights: 4·64² + 3·64·160 binary32 values.
+	for _, r := range rows {
+		if r.Op == "gptq layer" {
+			assert.Equal(t, int64(4*(4*64*64+3*64*160)), r.Bytes)
+		}
+	}
+	assert.InEpsilon(t, float64(GPTQWork(o)), float64(units.Load()), 0.05)
+}
+
+// Ctrl-C: a canceled context stops GPTQLayer with context.Canceled.
+func TestGPTQLayerStops(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, err := GPTQLayer(ctx, GPTQOptions{Hidden: 64, MLP: 160, Tokens: 300, Progress: func(int64) { cancel() }})
+	require.ErrorIs(t, err, context.Canceled)
 }

@@ -44,3 +44,32 @@ func TestBenchBadFlags(t *testing.T) {
 		assert.NotContains(t, stderr, "goroutine ", args)
 	}
 }
+
+// TestBenchGPTQ runs the GPTQ rows on a small layer: JSON rows with the
+// RTN anchor, and the flags that do not combine with --gptq refused.
+func TestBenchGPTQ(t *testing.T) {
+	code, stdout, stderr := runCLI(t, "bench", "--backend", "cpu", "--gptq", "--gptq-shape", "64x160", "--gptq-tokens", "80", "--gptq-group", "32", "--json")
+	require.Equal(t, 0, code, stderr)
+	var rows []bench.Row
+	require.NoError(t, json.Unmarshal([]byte(stdout), &rows))
+	ops := map[string]bool{}
+	for _, r := range rows {
+		ops[r.Op] = true
+	}
+	for _, want := range []string{"gptq moment", "gptq down_proj", "rtn down_proj", "gptq layer", "rtn layer", "peak rss"} {
+		assert.True(t, ops[want], want)
+	}
+	assert.Contains(t, stderr, "only 80 calibration tokens", "the notices of the singular H")
+	for _, args := range [][]string{
+		{"bench", "--backend", "cpu", "--gptq", "--gptq-shape", "64"},
+		{"bench", "--backend", "cpu", "--gptq", "--gptq-tokens", "0"},
+		{"bench", "--backend", "cpu", "--gptq", "--gptq-group", "0"},
+		{"bench", "--backend", "cpu", "--gptq", "--matmul-only"},
+	} {
+		code, _, stderr := runCLI(t, args...)
+		assert.Equal(t, 2, code, "%v: %s", args, stderr)
+		assert.Contains(t, stderr, args[4], args)
+		assert.NotContains(t, stderr, "panic", args)
+		assert.NotContains(t, stderr, "goroutine ", args)
+	}
+}
