@@ -3,6 +3,7 @@ package gptq
 import (
 	"context"
 	"fmt"
+	"runtime/debug"
 	"unsafe"
 
 	"github.com/mixq/mixq/cpu"
@@ -254,8 +255,18 @@ func QuantizeShared(ctx context.Context, mo *Moment, ls []Linear, opt Options, n
 			return err
 		}
 	}
+	if k >= bigK {
+		// H and U (16·K(K+1)/2 bytes) and the dequantized results are
+		// garbage now: hand them back before the next stage allocates its
+		// moments, which would otherwise come on top of them.
+		debug.FreeOSMemory()
+	}
 	return nil
 }
+
+// bigK is the number of channels from which QuantizeShared returns its
+// memory to the system when done (a moment of 2048 channels is 33 MB).
+const bigK = 2048
 
 // searchOnly rounds a linear with unweighted scale search.
 func searchOnly(m *model.Model, name string, l quant.Layout) (*Rounded, error) {
