@@ -69,6 +69,12 @@ type Options struct {
 	// rounding the quantizer will apply (search, or gptq, whose codes start
 	// from searched scales and never do worse on its proxy loss).
 	Search bool
+	// Sensitivity, when set, is the measured KL of each matrix at a
+	// reference candidate (MeasureSensitivity, with the same rounding as
+	// Search): the losses become predicted KL divergences (see the package
+	// documentation). It must cover every matrix, else it is not used and
+	// a notice says why.
+	Sensitivity *Sensitivity
 	// Notice receives every notice as it is issued (they are also kept in
 	// Analysis.Notices).
 	Notice func(string)
@@ -114,7 +120,9 @@ type Candidate struct {
 	Error float64 `json:"error"`
 	// RelError is Error / Σ_c m_c Σ_r w_rc² (0 for an all-zero tensor).
 	RelError float64 `json:"rel_error"`
-	// Loss is what the budget solver minimizes: (1 + Score) × elements × RelError.
+	// Loss is what the budget solver minimizes: the predicted KL divergence
+	// Sensitivity × RelError when the sensitivity was measured, else
+	// (1 + Score) × elements × RelError.
 	Loss float64 `json:"loss"`
 	// Feasible is false when the precision cannot hold the tensor (a scale
 	// or a value overflows F16); Reason says why.
@@ -139,10 +147,16 @@ type TensorScore struct {
 	// Score is the weighted mean of the normalized signals present.
 	Score float64 `json:"score"`
 	// Rank is 1 for the most important matrix (ties broken by name).
-	Rank       int         `json:"rank,omitempty"`
-	Candidates []Candidate `json:"candidates,omitempty"`
+	Rank int `json:"rank,omitempty"`
+	// MeasuredKL is the KL divergence measured with this matrix alone at
+	// the reference candidate, and Sensitivity that KL per unit of its
+	// relative error (both 0 when not measured).
+	MeasuredKL  float64     `json:"measured_kl,omitempty"`
+	Sensitivity float64     `json:"sensitivity,omitempty"`
+	Candidates  []Candidate `json:"candidates,omitempty"`
 
-	group int // the analysis's GroupSize, which Candidate(p) looks up
+	measured bool // Sensitivity was measured: losses are predicted KL
+	group    int  // the analysis's GroupSize, which Candidate(p) looks up
 }
 
 // Elements is the product of the shape.
@@ -187,7 +201,9 @@ type Analysis struct {
 	GroupSizes []int `json:"group_sizes"`
 	// Rounding is how the candidates were rounded: "rtn" or "search".
 	Rounding string `json:"rounding"`
-	Backend  string `json:"backend"`
+	// Sensitivity is set when the losses are predicted KL divergences.
+	Sensitivity *SensitivitySummary `json:"sensitivity,omitempty"`
+	Backend     string              `json:"backend"`
 	// Weights are the signal weights asked for.
 	Weights map[Signal]float64 `json:"weights"`
 	// Used are the signals that contributed to at least one score.
@@ -424,8 +440,48 @@ func AnalyzeContext(ctx context.Context, ck *checkpoint.Checkpoint, opt Options)
 		}
 	}
 	a.index()
+	if opt.Sensitivity != nil {
+		if err := a.useSensitivity(opt.Sensitivity); err != nil {
+			return nil, err
+		}
+	}
 	a.score(weights)
 	return a, nil
+}
+
+// useSensitivity checks that the measured KL covers every matrix at a
+// measured candidate and turns it into each matrix's sensitivity; if it
+// does not cover them all, it is dropped with a notice.
+func (a *Analysis) useSensitivity(s *Sensitivity) error {
+	if s.Search != (a.Rounding == "search") {
+		return fmt.Errorf("sensitivity: measured with search=%v, the candidates with rounding %s", s.Search, a.Rounding)
+	}
+	mats := a.Matrices()
+	for _, t := range mats {
+		if _, ok := s.KL[t.Name]; !ok {
+			a.notice("measured sensitivity not used: no KL for %s; losses are importance-weighted errors", t.Name)
+			return nil
+		}
+		if _, ok := t.CandidateAt(s.Precision, s.GroupSize); !ok {
+			return fmt.Errorf("sensitivity: reference %s g%d is not a candidate of %s", s.Precision, s.GroupSize, t.Name)
+		}
+	}
+	for _, t := range mats {
+		c, _ := t.CandidateAt(s.Precision, s.GroupSize)
+		t.measured, t.MeasuredKL = true, s.KL[t.Name]
+		if c.Feasible && c.RelError > 0 {
+			t.Sensitivity = t.MeasuredKL / c.RelError
+		}
+	}
+	a.Sensitivity = &SensitivitySummary{Precision: s.Precision, GroupSize: s.GroupSize, Positions: s.Positions}
+	return nil
+}
+
+// SensitivitySummary says how the sensitivities were measured.
+type SensitivitySummary struct {
+	Precision quant.Precision `json:"precision"`
+	GroupSize int             `json:"group_size"`
+	Positions int             `json:"positions"`
 }
 
 // score normalizes each signal across the matrices that have it, combines
@@ -468,7 +524,11 @@ func (a *Analysis) score(weights map[Signal]float64) {
 		n := float64(t.Elements())
 		for i := range t.Candidates {
 			c := &t.Candidates[i]
-			if c.Feasible {
+			switch {
+			case !c.Feasible:
+			case t.measured:
+				c.Loss = t.Sensitivity * c.RelError
+			default:
 				c.Loss = (1 + t.Score) * n * c.RelError
 			}
 		}

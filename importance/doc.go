@@ -116,6 +116,34 @@
 // INT8's 0.18). With the floor it no longer trades INT4 damage for F16
 // polish.
 //
+// # Measured sensitivity
+//
+// The relative error says how much a matrix's output changes, not how much
+// the model's predictions do: layers differ in how far an error travels.
+// When the model can be run (calibration tokens through the built-in
+// forward pass; --sensitivity auto or kl), MeasureSensitivity runs up to
+// DefaultSensitivitySequences calibration sequences once as they are and
+// once per matrix with that matrix alone stored at a reference candidate
+// (INT4 at the largest candidate group size, with the analysis's
+// rounding), from the matrix's layer on (the hidden states at each layer's
+// input are kept from the first pass; the embedding re-embeds), and
+// records the mean KL(model ‖ perturbed) over the positions. Analyze then
+// sets
+//
+//	Sensitivity = MeasuredKL / RelError(reference)
+//	Loss        = Sensitivity × RelError        for every candidate
+//
+// so the losses are predicted KL divergences and their sum the budget
+// minimizes is the model's predicted KL, assuming the matrices' damages
+// add up and scale with the relative error (both hold to first order for
+// small errors: KL is quadratic in the logit change, as the relative
+// error is in the weight change). The importance score then no longer
+// enters the loss; it is still reported. Measured on minillama at 6×
+// (bench/QUALITY.md), this moved the output head and the embedding to INT8
+// and cut the held-out mean KL several-fold against the proxy loss at the
+// same bytes. Cost: one partial forward pass per matrix over a few
+// thousand tokens.
+//
 // # Pins
 //
 // The user's rules (policy.Rule, first match wins) pin the tensors they

@@ -142,9 +142,10 @@ func NewDynamic(a *Analysis, rules []policy.Rule, high, low float64) (*Dynamic, 
 }
 
 // Damage is what the dynamic policy ranks by: the damage predicted for
-// storing the matrix at INT4, (1 + Score) × RelError of its INT4 candidate
-// at the analysis's group size — the same importance-weighted error the
-// budget minimizes, per element. +Inf when INT4 cannot hold it.
+// storing the matrix at INT4 at the analysis's group size — the predicted
+// KL divergence when the sensitivity was measured, else (1 + Score) ×
+// RelError, the importance-weighted error the budget minimizes, per
+// element. +Inf when INT4 cannot hold it.
 //
 // Why not the score alone (the seed's ranking): a tensor with strong
 // signals may quantize almost losslessly and a quiet one badly; measured
@@ -154,6 +155,9 @@ func Damage(t *TensorScore) float64 {
 	c, ok := t.Candidate(quant.INT4)
 	if !ok || !c.Feasible {
 		return math.Inf(1)
+	}
+	if t.measured {
+		return c.Loss // the predicted KL divergence
 	}
 	return (1 + t.Score) * c.RelError
 }

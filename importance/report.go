@@ -15,16 +15,24 @@ const Normalization = "log-min-max: (ln r − min ln r) / (max ln r − min ln r
 // iteration order, times or paths beyond the inputs, so the same inputs
 // give byte-identical JSON.
 type Report struct {
-	Policy        string         `json:"policy"`
-	Backend       string         `json:"backend"`
-	GroupSize     int            `json:"group_size"`
-	Normalization string         `json:"normalization"`
-	ErrorMetric   string         `json:"error_metric"`
-	Signals       []SignalUse    `json:"signals"`
-	Notices       []string       `json:"notices,omitempty"`
-	Counts        []Count        `json:"counts"`
-	DataBytes     int64          `json:"data_bytes"`
-	Budget        *BudgetSummary `json:"budget,omitempty"`
+	Policy        string `json:"policy"`
+	Backend       string `json:"backend"`
+	GroupSize     int    `json:"group_size"`
+	Normalization string `json:"normalization"`
+	ErrorMetric   string `json:"error_metric"`
+	// Rounding is how the INT8/INT4 candidates were rounded ("rtn" or
+	// "search"); GroupSizes their group sizes.
+	Rounding   string `json:"rounding"`
+	GroupSizes []int  `json:"group_sizes"`
+	// Loss says what the candidates' losses are; Sensitivity how the KL
+	// was measured when they are predicted KL divergences.
+	Loss        string              `json:"loss"`
+	Sensitivity *SensitivitySummary `json:"sensitivity,omitempty"`
+	Signals     []SignalUse         `json:"signals"`
+	Notices     []string            `json:"notices,omitempty"`
+	Counts      []Count             `json:"counts"`
+	DataBytes   int64               `json:"data_bytes"`
+	Budget      *BudgetSummary      `json:"budget,omitempty"`
 	// Dynamic is set for the dynamic policy.
 	Dynamic *DynamicSummary `json:"dynamic,omitempty"`
 	Tensors []TensorReport  `json:"tensors"`
@@ -72,20 +80,28 @@ type TensorReport struct {
 	Source string `json:"source,omitempty"`
 	Reason string `json:"reason,omitempty"`
 	// Bytes is the tensor data written for the choice, headers excluded.
-	Bytes      int64       `json:"bytes"`
-	Candidates []Candidate `json:"candidates,omitempty"`
+	Bytes int64 `json:"bytes"`
+	// MeasuredKL and Sensitivity as in TensorScore.
+	MeasuredKL  float64     `json:"measured_kl,omitempty"`
+	Sensitivity float64     `json:"sensitivity,omitempty"`
+	Candidates  []Candidate `json:"candidates,omitempty"`
 }
 
 // Report runs p over every tensor of the analysis and explains each choice.
 func (a *Analysis) Report(p Policy) *Report {
 	r := &Report{
 		Policy: p.Name(), Backend: a.Backend, GroupSize: a.GroupSize,
+		Rounding: a.Rounding, GroupSizes: a.GroupSizes, Sensitivity: a.Sensitivity,
+		Loss:          "(1 + score) × elements × relative error",
 		Normalization: Normalization,
 		Notices:       append([]string(nil), a.Notices...),
 	}
 	r.ErrorMetric = "plain squared error Σ(w − ŵ)² (no calibration)"
 	if a.Calibrated {
 		r.ErrorMetric = "Σ_c E[x_c²]·Σ_r (w_rc − ŵ_rc)² with E[x²] = var + mean² from calibration; plain squared error for matrices without a calibration layer"
+	}
+	if a.Sensitivity != nil {
+		r.Loss = "predicted KL divergence: sensitivity × relative error, the sensitivity being the KL measured with the matrix alone at the reference candidate divided by that candidate's relative error"
 	}
 	for _, s := range Signals {
 		r.Signals = append(r.Signals, SignalUse{Signal: s, Weight: a.Weights[s], Used: contains(a.Used, s)})
@@ -96,6 +112,7 @@ func (a *Analysis) Report(p Policy) *Report {
 		tr := TensorReport{
 			Name: t.Name, Shape: t.Shape, Component: t.Component, Matrix: t.Matrix, Layer: t.Layer,
 			Signals: t.Signals, Score: t.Score, Rank: t.Rank, Candidates: t.Candidates,
+			MeasuredKL: t.MeasuredKL, Sensitivity: t.Sensitivity,
 			Reason: d.Reason,
 		}
 		if d.Source != "dynamic" && d.Source != "budget" {

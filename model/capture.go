@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/mixq/mixq/internal/stop"
 	"github.com/mixq/mixq/quant"
@@ -214,5 +215,72 @@ func (m *Model) SetQuantized(name string, packed []byte, scales []uint16, lay qu
 		return fmt.Errorf("model: %s: %w", name, err)
 	}
 	l.w, l.packed, l.scales, l.layout = nil, packed, scales, lay
+	return nil
+}
+
+// SwapWeights replaces the binary32 weights of a linear held as floats by
+// w (same length; the model keeps the slice) and returns the previous
+// slice, so that a caller can measure the model with one matrix changed
+// and put the original back with a second call.
+func (m *Model) SwapWeights(name string, w []float32) ([]float32, error) {
+	l := m.find(name)
+	if l == nil || l.quantized() {
+		return nil, fmt.Errorf("model: no binary32 linear %q", name)
+	}
+	if len(w) != len(l.w) {
+		return nil, fmt.Errorf("model: %s has %d weights, got %d", name, len(l.w), len(w))
+	}
+	old := l.w
+	l.w = w
+	return old, nil
+}
+
+// States returns a copy of every sequence's hidden state.
+func (st *Stepper) States() [][]float32 {
+	out := make([][]float32, len(st.x))
+	for i, x := range st.x {
+		out[i] = slices.Clone(x)
+	}
+	return out
+}
+
+// SetStates copies hidden states saved by States back in.
+func (st *Stepper) SetStates(xs [][]float32) error {
+	if len(xs) != len(st.x) {
+		return fmt.Errorf("model: stepper: %d states for %d sequences", len(xs), len(st.x))
+	}
+	for i, x := range xs {
+		if len(x) != len(st.x[i]) {
+			return fmt.Errorf("model: stepper: state %d has %d values, want %d", i, len(x), len(st.x[i]))
+		}
+		copy(st.x[i], x)
+	}
+	return nil
+}
+
+// Logits computes head(rmsnorm(x)) from every sequence's hidden state, as
+// Forward does after the last layer, and calls fn with each sequence's
+// logits ([T][Vocab]; the slice is reused between calls).
+func (st *Stepper) Logits(ctx context.Context, fn func(seq int, logits []float32) error) error {
+	m, c := st.m, st.m.Config
+	if m.closed {
+		return errors.New("model: stepper: the model is closed")
+	}
+	var xn, y []float32
+	for i, x := range st.x {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("model: stepper: %w", stop.Err(ctx))
+		}
+		T := len(x) / c.Hidden
+		xn = slices.Grow(xn[:0], len(x))[:len(x)]
+		rmsnorm(xn, x, m.norm, c.NormEps)
+		y = slices.Grow(y[:0], T*c.Vocab)[:T*c.Vocab]
+		if err := m.head.forward(m.be, y, xn, T); err != nil {
+			return err
+		}
+		if err := fn(i, y); err != nil {
+			return err
+		}
+	}
 	return nil
 }

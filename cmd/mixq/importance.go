@@ -29,7 +29,14 @@ type importanceFlags struct {
 	calibSeed   uint64
 	grads       string
 	weights     string
+	sensitivity string
 }
+
+const sensitivityHelp = `dynamic/budget: how each matrix's damage is predicted: kl (measure the KL
+divergence of the model with that matrix alone at INT4, on up to 8 of the
+calibration sequences, from its layer on: one partial forward pass per
+matrix), proxy (importance-weighted relative error), auto (kl when
+calibration tokens are given)`
 
 func (f *importanceFlags) register(c *cobra.Command) {
 	fl := c.Flags()
@@ -40,6 +47,7 @@ func (f *importanceFlags) register(c *cobra.Command) {
 	fl.Uint64Var(&f.calibSeed, "calib-seed", 1, "seed of the sampled calibration sequences")
 	fl.StringVar(&f.grads, "grads", "", "gradients safetensors file (accumulated |grad| or grad², same tensor names; see docs/IMPORTANCE.md)")
 	fl.StringVar(&f.weights, "signal-weights", "weight=1,activation=1,gradient=1", "weights of the signals in the combined score")
+	fl.StringVar(&f.sensitivity, "sensitivity", "auto", sensitivityHelp)
 }
 
 // parseWeights reads "weight=1,activation=2,gradient=0".
@@ -68,6 +76,20 @@ func parseWeights(s string) (map[importance.Signal]float64, error) {
 // forward pass (with a progress bar on a terminal); nil when none was
 // asked for. It stops when ctx is done.
 func (f *importanceFlags) calibration(ctx context.Context, path string, be quant.Backend, stderr io.Writer) (*importance.CalibStats, error) {
+	stats, _, err := f.calibrate(ctx, path, be, nil, stderr)
+	return stats, err
+}
+
+// sensitivityRef is the reference candidate of a KL sensitivity
+// measurement (nil: none).
+type sensitivityRef struct {
+	groupSize int
+	search    bool
+}
+
+// calibrate is calibration that also measures the KL sensitivity of every
+// matrix at ref when the built-in forward pass runs and ref is not nil.
+func (f *importanceFlags) calibrate(ctx context.Context, path string, be quant.Backend, ref *sensitivityRef, stderr io.Writer) (*importance.CalibStats, *importance.Sensitivity, error) {
 	var stats *importance.CalibStats
 	if len(f.calib) > 0 {
 		var total int64
@@ -90,33 +112,54 @@ func (f *importanceFlags) calibration(ctx context.Context, path string, be quant
 			}
 		}
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		stats = s
 	}
 	if f.calibTokens == "" && f.calibSample == 0 {
-		return stats, nil
+		return stats, nil, nil
 	}
 	m, err := model.Load(path, be)
 	if err != nil {
-		return nil, fmt.Errorf("built-in calibration: %w", err)
+		return nil, nil, fmt.Errorf("built-in calibration: %w", err)
 	}
 	defer m.Close()
 	tf := tokenFlags{tokens: f.calibTokens, sample: f.calibSample, seqLen: f.calibSeqLen, seed: f.calibSeed}
 	seqs, err := tf.sequences(ctx, m, 1, stderr)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	bar := newCounter(stderr, int64(eval.Tokens(seqs)), "calibrate", "tokens")
 	s, err := importance.FromModelContext(ctx, m, seqs, be, bar.add)
 	bar.end(err)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if stats == nil {
-		return s, nil
+		stats = s
+	} else if err := stats.Merge(s); err != nil {
+		return nil, nil, err
 	}
-	return stats, stats.Merge(s)
+	if ref == nil {
+		return stats, nil, nil
+	}
+	sseqs := seqs[:min(len(seqs), importance.DefaultSensitivitySequences)]
+	var sbar counter
+	sens, err := importance.MeasureSensitivity(ctx, m, sseqs, importance.SensitivityOptions{
+		Precision: quant.INT4, GroupSize: ref.groupSize, Search: ref.search, Backend: be,
+		Diag: func(name string) []float64 { return stats.SecondMoment(importance.LayerName(name)) },
+		Progress: func(done, total int) {
+			if done == 1 {
+				sbar = newCounter(stderr, int64(total), "sensitivity", "matrices")
+			}
+			sbar.add(1)
+		},
+	})
+	sbar.end(err)
+	if err != nil {
+		return nil, nil, err
+	}
+	return stats, sens, nil
 }
 
 // analyze runs the importance analysis with notices on stderr and a
@@ -130,7 +173,22 @@ func (f *importanceFlags) analyze(ctx context.Context, ck *checkpoint.Checkpoint
 	if err != nil {
 		return nil, err
 	}
-	calib, err := f.calibration(ctx, ck.Path, be, stderr)
+	var ref *sensitivityRef
+	switch f.sensitivity {
+	case "auto", "kl":
+		if f.calibTokens != "" || f.calibSample > 0 {
+			ref = &sensitivityRef{groupSize: groupSize, search: search}
+			for _, g := range groups {
+				ref.groupSize = max(ref.groupSize, g)
+			}
+		} else if f.sensitivity == "kl" {
+			return nil, usagef("--sensitivity kl runs the model: it needs --calib-tokens or --calib-sample")
+		}
+	case "proxy":
+	default:
+		return nil, usagef("--sensitivity %q: want kl, proxy or auto", f.sensitivity)
+	}
+	calib, sens, err := f.calibrate(ctx, ck.Path, be, ref, stderr)
 	if err != nil {
 		return nil, err
 	}
@@ -142,7 +200,7 @@ func (f *importanceFlags) analyze(ctx context.Context, ck *checkpoint.Checkpoint
 	}
 	bar := &tensorProgress{bar: newProgress(stderr, importance.AnalyzedBytes(ck), "analyze"), label: "analyze", total: matrices}
 	a, err := importance.AnalyzeContext(ctx, ck, importance.Options{
-		Weights: w, Grads: f.grads, Calib: calib, Backend: be, GroupSize: groupSize, GroupSizes: groups, Search: search,
+		Weights: w, Grads: f.grads, Calib: calib, Backend: be, GroupSize: groupSize, GroupSizes: groups, Search: search, Sensitivity: sens,
 		Notice: func(s string) {
 			if bar.bar != nil {
 				bar.bar.Clear() // the notice gets a line of its own

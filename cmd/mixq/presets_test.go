@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -90,4 +91,42 @@ func TestPresetBudgetReachesItsSize(t *testing.T) {
 	}
 	code, _, stderr = runCLI(t, "eval", "--model", in, "--quantized", out, "--tokens", filepath.Join(in, "reference.json"))
 	require.Equal(t, 0, code, stderr)
+}
+
+func TestSensitivityFlag(t *testing.T) {
+	in := stories(t)
+	for _, args := range [][]string{
+		{"--policy", "budget", "--target-ratio", "5", "--sensitivity", "exact"},
+		{"--policy", "budget", "--target-ratio", "5", "--sensitivity", "kl"}, // no calibration tokens
+	} {
+		out := filepath.Join(t.TempDir(), "q")
+		code, _, stderr := runCLI(t, append([]string{"quantize", in, "-o", out}, args...)...)
+		assert.Equal(t, 2, code, "%v: %s", args, stderr)
+		assert.Contains(t, stderr, "--sensitivity")
+		assert.NotContains(t, stderr, "panic")
+		assert.NoDirExists(t, out)
+	}
+	// With calibration tokens the report carries the measured KL of every
+	// matrix; with --sensitivity proxy it does not.
+	for _, mode := range []string{"auto", "proxy"} {
+		out := filepath.Join(t.TempDir(), "q")
+		code, _, stderr := runCLI(t, "quantize", in, "-o", out, "--policy", "dynamic", "--calib-sample", "2", "--calib-seq-len", "32", "--sensitivity", mode)
+		require.Equal(t, 0, code, stderr)
+		raw, err := os.ReadFile(filepath.Join(out+".report", "report.json"))
+		require.NoError(t, err)
+		var rep struct {
+			Tensors []struct {
+				Matrix     bool    `json:"matrix"`
+				MeasuredKL float64 `json:"measured_kl"`
+			} `json:"tensors"`
+		}
+		require.NoError(t, json.Unmarshal(raw, &rep))
+		for _, tt := range rep.Tensors {
+			if tt.Matrix && mode == "auto" {
+				assert.Positive(t, tt.MeasuredKL)
+			} else {
+				assert.Zero(t, tt.MeasuredKL)
+			}
+		}
+	}
 }
