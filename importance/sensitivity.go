@@ -246,3 +246,39 @@ func klRows(lp, q []float32, vocab int) float64 {
 	}
 	return total
 }
+
+// SensitivityWork is about how many multiply-adds MeasureSensitivity
+// spends on m and seqs: for every matrix, its layer and the ones after it,
+// and the head, over every token (attention's own products left out).
+func SensitivityWork(m *model.Model, seqs [][]int) int64 {
+	var tokens int64
+	for _, s := range seqs {
+		tokens += int64(len(s))
+	}
+	size := func(name string) int64 {
+		_, r, c, _ := m.Weights(name)
+		return int64(r) * int64(c)
+	}
+	L := m.Layers()
+	suffix := make([]int64, L+1) // parameters of layers li.. L-1
+	count := make([]int64, L)    // matrices of layer li
+	for li := L - 1; li >= 0; li-- {
+		var p int64
+		for _, st := range m.Stages(li) {
+			for _, n := range st {
+				p += size(n)
+				count[li]++
+			}
+		}
+		suffix[li] = suffix[li+1] + p
+	}
+	head := size(m.HeadName())
+	work := (suffix[0] + head) * tokens // the reference pass, and the embedding's
+	for li := range L {
+		work += count[li] * (suffix[li] + head) * tokens
+	}
+	if m.HeadName() != m.EmbeddingName() {
+		work += head * tokens
+	}
+	return work
+}

@@ -141,3 +141,19 @@ func TestMeasureSensitivityOnStories260K(t *testing.T) {
 	assert.Nil(t, a.Sensitivity)
 	assert.Contains(t, notices, "measured sensitivity not used: no KL for "+m.EmbeddingName()+"; losses are importance-weighted errors")
 }
+
+func TestSensitivityWork(t *testing.T) {
+	m, err := model.Load(requireStories(t), cpu.New(0))
+	require.NoError(t, err)
+	defer m.Close()
+	// stories260K: 5 layers of q, o 64×64, k, v 32×64 (4 KV heads) and
+	// gate, up, down 64×172, 7 matrices each; the head is the 512×64
+	// embedding (tied).
+	const layer, head = 2*64*64 + 2*32*64 + 3*64*172, 512 * 64
+	var want int64 = 5*layer + head // reference pass and embedding
+	for li := range 5 {
+		want += 7 * (int64(5-li)*layer + head)
+	}
+	seqs := [][]int{make([]int, 10), make([]int, 6)}
+	assert.Equal(t, 16*want, importance.SensitivityWork(m, seqs))
+}

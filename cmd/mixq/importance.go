@@ -80,6 +80,11 @@ func (f *importanceFlags) calibration(ctx context.Context, path string, be quant
 	return stats, err
 }
 
+// maxAutoSensitivityWork bounds the multiply-adds --sensitivity auto
+// spends measuring KL sensitivities: about two to four minutes on two CPU
+// cores (minillama's measurement is 3·10^11).
+const maxAutoSensitivityWork = 1e12
+
 // sensitivityRef is the reference candidate of a KL sensitivity
 // measurement (nil: none).
 type sensitivityRef struct {
@@ -144,6 +149,10 @@ func (f *importanceFlags) calibrate(ctx context.Context, path string, be quant.B
 		return stats, nil, nil
 	}
 	sseqs := seqs[:min(len(seqs), importance.DefaultSensitivitySequences)]
+	if work := importance.SensitivityWork(m, sseqs); f.sensitivity == "auto" && work > maxAutoSensitivityWork {
+		fmt.Fprintf(stderr, "mixq: notice: sensitivity: measuring every matrix's KL would take about %.3g multiply-adds (minutes per 10^12 on a CPU); losses are importance-weighted errors instead (--sensitivity kl measures anyway)\n", float64(work))
+		return stats, nil, nil
+	}
 	var sbar counter
 	sens, err := importance.MeasureSensitivity(ctx, m, sseqs, importance.SensitivityOptions{
 		Precision: quant.INT4, GroupSize: ref.groupSize, Search: ref.search, Backend: be,
