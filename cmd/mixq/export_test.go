@@ -511,3 +511,24 @@ func TestQuantizeFormat(t *testing.T) {
 	code, _, stderr = runCLI(t, "quantize", syn, "-o", filepath.Join(dir, "c.gguf"), "--format", "gguf", "--no-vocab")
 	assert.Equal(t, 0, code, stderr)
 }
+
+// A budget output with group sizes chosen per tensor exports to GGUF (every
+// group a whole number of 32-blocks: the scale repeats per block) that
+// gguf-py decodes to exactly `mixq dequantize`'s floats.
+func TestGGUFExportOfMixedGroupSizes(t *testing.T) {
+	in := minillama(t)
+	dir := t.TempDir()
+	q, file := filepath.Join(dir, "minillama"), filepath.Join(dir, "m.gguf")
+	code, _, stderr := runCLI(t, "quantize", in, "-o", q, "--policy", "budget", "--target-ratio", "6")
+	require.Equal(t, 0, code, stderr)
+	groups := map[int]bool{}
+	for _, tt := range inspectJSON(t, q).Tensors {
+		if tt.GroupSize > 0 {
+			groups[tt.GroupSize] = true
+		}
+	}
+	require.Greater(t, len(groups), 1, "the budget mixed group sizes (else this test checks nothing new): %v", groups)
+	code, _, stderr = runCLI(t, "export", q, "-o", file, "--format", "gguf", "--tokenizer-dir", in)
+	require.Equal(t, 0, code, stderr)
+	checkWithGGUFPy(t, file, q, filepath.Join(in, "config.json"))
+}
