@@ -27,7 +27,7 @@ import (
 type config struct {
 	out, mixqBin, llamaJSON string
 	minillama, stories      string
-	calibSeqs               int
+	calibSeqs, jobs         int
 	storiesSeqs, storiesLen int
 	models                  map[string]bool
 	rows                    *regexp.Regexp // nil: every row
@@ -41,6 +41,7 @@ func main() {
 	flag.StringVar(&c.minillama, "minillama", "../shared/testdata/minillama", "minillama directory")
 	flag.StringVar(&c.stories, "stories", "../shared/testdata/stories260K", "stories260K directory")
 	flag.IntVar(&c.calibSeqs, "calib-seqs", 32, "minillama: calibrate on the first N sequences of calib_tokens.json (0: all)")
+	flag.IntVar(&c.jobs, "jobs", 2, "mixq quantize commands run at a time (evaluation runs beside them, one row at a time)")
 	flag.IntVar(&c.storiesSeqs, "stories-sequences", 32, "stories260K: sampled evaluation sequences (calibration samples a quarter as many)")
 	flag.IntVar(&c.storiesLen, "stories-seq-len", 128, "stories260K: length of each sampled sequence")
 	models := flag.String("models", "minillama,stories260K", "comma-separated models to measure")
@@ -111,7 +112,7 @@ func run(ctx context.Context, c config) error {
 			return fmt.Errorf("%s: %w", m.key, err)
 		}
 		mr.bin = bin
-		res, err := measure(ctx, mr, rowSpecs(presets, llama.forModel(m.key)), c.rows, work)
+		res, err := measure(ctx, mr, rowSpecs(presets, llama.forModel(m.key)), c.rows, work, c.jobs)
 		mr.close()
 		if err != nil {
 			return fmt.Errorf("%s: %w", m.key, err)

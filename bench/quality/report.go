@@ -120,9 +120,6 @@ func writeSection(b *strings.Builder, s *modelResult) {
 		if r.limit > 0 {
 			fmt.Fprintf(b, "; aimed at %d B: target %d B", r.limit, r.target)
 		}
-		if r.qsecs > 0 {
-			fmt.Fprintf(b, "; %.0f s", r.qsecs)
-		}
 		b.WriteString("\n")
 	}
 	b.WriteString("\n")

@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mixq/mixq/checkpoint"
@@ -186,28 +187,79 @@ func (mr *modelResult) find(id string) *row {
 }
 
 // measure runs every row of specs (those matching only, when not nil).
-func measure(ctx context.Context, m *modelRun, specs []spec, only *regexp.Regexp, work string) (*modelResult, error) {
+// Quantizing runs up to jobs commands at a time (mixq's GPTQ and
+// analysis leave a core idle much of the time); the rows are evaluated one
+// at a time, in order, as their outputs are ready.
+func measure(ctx context.Context, m *modelRun, specs []spec, only *regexp.Regexp, work string, jobs int) (*modelResult, error) {
 	mr := &modelResult{m: m}
 	mr.rows = append(mr.rows, row{spec: spec{id: "f32", name: "F32 (reference)"}, bytes: m.f32Bytes, ratio: 1, res: m.ref.res, f32: true})
-	hashes := map[string]string{}
-	var todo []spec
+	var todo []*job
+	byID := map[string]*job{}
 	for _, s := range specs {
 		if only == nil || only.MatchString(s.id) {
-			todo = append(todo, s)
+			j := &job{row: row{spec: s}, done: make(chan struct{})}
+			j.prefix = fmt.Sprintf("[%s %d/%%d] %s", m.key, len(todo)+1, s.name)
+			todo = append(todo, j)
+			byID[s.id] = j
 		}
 	}
-	for i, s := range todo {
-		if err := ctx.Err(); err != nil {
-			return nil, err
+	for _, j := range todo {
+		j.prefix = fmt.Sprintf(j.prefix, len(todo))
+	}
+	var workers sync.WaitGroup
+	defer func() {
+		workers.Wait() // an interrupted mixq has stopped and cleaned up
+		for _, j := range todo {
+			if j.out != "" {
+				os.RemoveAll(j.out)
+				os.RemoveAll(j.out + ".report")
+			}
 		}
-		prefix := fmt.Sprintf("[%s %d/%d] %s", m.key, i+1, len(todo), s.name)
-		r := runRow(ctx, m, s, mr, hashes, work, prefix)
+	}()
+	next := make(chan *job)
+	go func() {
+		defer close(next)
+		for _, j := range todo {
+			select {
+			case next <- j:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for range max(1, jobs) {
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			for j := range next {
+				j.quantize(ctx, m, byID, work)
+				close(j.done)
+			}
+		}()
+	}
+	hashes := map[string]*row{}
+	for _, j := range todo {
+		select {
+		case <-j.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		j.evaluate(ctx, m, hashes)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		mr.rows = append(mr.rows, r)
+		mr.rows = append(mr.rows, j.row)
 	}
 	return mr, nil
+}
+
+// job is a row on its way through the two stages.
+type job struct {
+	row
+	prefix string
+	out    string // the output directory, once quantized
+	sum    string // weightsHash of it
+	done   chan struct{}
 }
 
 // quantizeJSON is the part of `mixq quantize --json` read here.
@@ -222,15 +274,25 @@ type quantizeJSON struct {
 	} `json:"estimate"`
 }
 
-func runRow(ctx context.Context, m *modelRun, s spec, mr *modelResult, hashes map[string]string, work, prefix string) row {
-	r := row{spec: s}
-	flags := slices.Clone(s.flags)
-	limit := s.bytes
-	if s.sizeOf != "" {
-		if o := mr.find(s.sizeOf); o != nil {
-			limit = o.bytes
+// quantize runs the row's mixq quantize command; a row sized after
+// another waits for that one's output.
+func (j *job) quantize(ctx context.Context, m *modelRun, byID map[string]*job, work string) {
+	r := &j.row
+	flags := slices.Clone(r.flags)
+	limit := r.spec.bytes
+	if r.sizeOf != "" {
+		dep, ok := byID[r.sizeOf]
+		if ok {
+			select {
+			case <-dep.done:
+			case <-ctx.Done():
+				return
+			}
+		}
+		if !ok || dep.fail != "" || dep.row.bytes <= 0 {
+			r.fail = fmt.Sprintf("row %s was not measured", r.sizeOf)
 		} else {
-			r.fail = fmt.Sprintf("row %s was not measured", s.sizeOf)
+			limit = dep.row.bytes
 		}
 	}
 	if r.fail == "" && limit > 0 {
@@ -243,40 +305,40 @@ func runRow(ctx context.Context, m *modelRun, s spec, mr *modelResult, hashes ma
 		}
 	}
 	shown := append([]string{"mixq", "quantize", m.shown, "-o", "OUT", "--backend", "cpu"}, flags...)
-	args := append([]string{"quantize", m.dir, "-o", "", "--backend", "cpu", "--json"}, flags...)
-	if s.calib {
+	out := filepath.Join(work, m.key+"-"+r.id)
+	args := append([]string{"quantize", m.dir, "-o", out, "--backend", "cpu", "--json"}, flags...)
+	if r.calib {
 		shown = append(shown, m.calibShown...)
 		args = append(args, m.calib...)
 	}
 	r.command = shellJoin(shown)
 	if r.fail != "" {
-		log.Printf("%s: not run: %s", prefix, r.fail)
-		return r
+		log.Printf("%s: not run: %s", j.prefix, r.fail)
+		return
 	}
-	out := filepath.Join(work, m.key+"-"+s.id)
-	args[3] = out
-	defer os.RemoveAll(out)
-	defer os.RemoveAll(out + ".report")
+	j.out = out
 
 	t0 := time.Now()
-	log.Printf("%s: quantizing…", prefix)
+	log.Printf("%s: quantizing…", j.prefix)
 	cmd := exec.CommandContext(ctx, m.bin, args...)
 	// Ctrl-C reaches mixq as an interrupt, which it answers by stopping
 	// and removing its temporary output.
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	cmd.WaitDelay = 10 * time.Second
+	// mixq's notices and summaries show as it runs (its progress bars do
+	// not: stderr is not a terminal), and the last line names a failure.
 	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdout, cmd.Stderr = &stdout, io.MultiWriter(os.Stderr, &stderr)
 	if err := cmd.Run(); err != nil {
 		r.fail = failure(err, stderr.String())
-		log.Printf("%s: failed: %s", prefix, r.fail)
-		return r
+		log.Printf("%s: failed: %s", j.prefix, r.fail)
+		return
 	}
 	r.qsecs = time.Since(t0).Seconds()
 	var q quantizeJSON
 	if err := json.Unmarshal(stdout.Bytes(), &q); err != nil {
 		r.fail = fmt.Sprintf("reading quantize --json: %v", err)
-		return r
+		return
 	}
 	r.bytes = q.WrittenBytes - q.Estimate.CarriedBytes
 	r.ratio = float64(m.f32Bytes) / float64(r.bytes)
@@ -284,32 +346,43 @@ func runRow(ctx context.Context, m *modelRun, s spec, mr *modelResult, hashes ma
 	sum, err := weightsHash(out)
 	if err != nil {
 		r.fail = err.Error()
-		return r
+		return
 	}
-	if prev, ok := hashes[sum]; ok {
-		if o := mr.find(prev); o != nil {
-			r.res, r.same = o.res, o.name
-			log.Printf("%s: %d B (%.2f×) in %.0f s, the same weights as %q", prefix, r.bytes, r.ratio, r.qsecs, o.name)
-			return r
-		}
+	j.sum = sum
+	log.Printf("%s: quantized in %.0f s: %d B (%.2f×)", j.prefix, r.qsecs, r.bytes, r.ratio)
+}
+
+// evaluate scores the row's output against the F32 reference, or takes
+// the scores of an earlier row with the same weights.
+func (j *job) evaluate(ctx context.Context, m *modelRun, hashes map[string]*row) {
+	r := &j.row
+	if r.fail != "" {
+		return
+	}
+	defer func() {
+		os.RemoveAll(j.out)
+		os.RemoveAll(j.out + ".report")
+	}()
+	if o, ok := hashes[j.sum]; ok {
+		r.res, r.same = o.res, o.name
+		log.Printf("%s: the same weights as %q", j.prefix, o.name)
+		return
 	}
 	t1 := time.Now()
-	qm, err := model.Load(out, cpu.New(0))
+	qm, err := model.Load(j.out, cpu.New(0))
 	if err != nil {
 		r.fail = fmt.Sprintf("loading the output: %v", err)
-		return r
+		return
 	}
 	res, err := m.ref.compare(ctx, qm)
 	qm.Close()
 	if err != nil {
 		r.fail = fmt.Sprintf("evaluating: %v", err)
-		return r
+		return
 	}
 	r.res = res
-	hashes[sum] = s.id
-	log.Printf("%s: %d B (%.2f×) in %.0f s; evaluated in %.0f s: perplexity %+.2f%%, mean KL %.5f",
-		prefix, r.bytes, r.ratio, r.qsecs, time.Since(t1).Seconds(), res.DeltaPerplexityPct, res.KLMean)
-	return r
+	hashes[j.sum] = &j.row
+	log.Printf("%s: evaluated in %.0f s: perplexity %+.2f%%, mean KL %.5f", j.prefix, time.Since(t1).Seconds(), res.DeltaPerplexityPct, res.KLMean)
 }
 
 // failure is the last lines of a failed command's stderr, or its error.
