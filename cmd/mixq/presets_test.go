@@ -130,3 +130,28 @@ func TestSensitivityFlag(t *testing.T) {
 		}
 	}
 }
+
+// Under --policy budget the group sizes are chosen from --group-sizes
+// (default 32,64,128); --group-size alone restricts the choice to it; a bad
+// list is a usage error.
+func TestBudgetGroupSizesFlag(t *testing.T) {
+	in := stories(t)
+	out := filepath.Join(t.TempDir(), "b")
+	code, _, stderr := runCLI(t, "quantize", in, "-o", out, "--policy", "budget", "--target-bpw", "6", "--group-size", "64")
+	require.Equal(t, 0, code, stderr)
+	for _, tt := range inspectJSON(t, out).Tensors {
+		if tt.GroupSize > 0 {
+			assert.Equal(t, 64, tt.GroupSize, tt.Name)
+		}
+	}
+	for _, bad := range []string{"32,x", "0", "32,,64", "99999"} {
+		out := filepath.Join(t.TempDir(), "b")
+		code, _, stderr := runCLI(t, "quantize", in, "-o", out, "--policy", "budget", "--target-bpw", "6", "--group-sizes", bad)
+		assert.Equal(t, 2, code, "%s: %s", bad, stderr)
+		assert.Contains(t, stderr, "--group-sizes")
+		assert.NotContains(t, stderr, "panic")
+	}
+	code, _, stderr = runCLI(t, "quantize", in, "-o", filepath.Join(t.TempDir(), "s"), "--group-sizes", "32")
+	require.Equal(t, 0, code, stderr)
+	assert.Contains(t, stderr, "--group-sizes ignored")
+}
