@@ -35,7 +35,7 @@ func writeReport(h header, sections []*modelResult) string {
 	if h.partial {
 		b.WriteString("**Partial run** (`-rows`): only some rows were measured.\n\n")
 	}
-	b.WriteString("Every quantized row is the output of the `mixq quantize` command listed under its table, run as typed (OUT a fresh directory). ")
+	b.WriteString("Every quantized row is the output of the `mixq quantize` command listed under its table, run as typed (OUT a fresh directory; with --json added, which changes only what it prints, to read its sizes). ")
 	b.WriteString("Bytes are the model's own files on disk (safetensors, config.json, the output marker), without the files quantize carries over from the input (tokenizer, README, token lists); the ratio is against the F32 weights, 4 bytes per parameter. ")
 	b.WriteString("KL is KL(F32 ‖ quantized) per predicted position (mean and 99th percentile), top-1 the share of positions where both models rank the same token first; both models run through mixq's forward pass on the CPU. ")
 	b.WriteString("Rows with the weights of an earlier row, byte for byte, are not evaluated again and say so.\n\n")
