@@ -41,7 +41,8 @@ func (r *reference) compare(ctx context.Context, q *model.Model) (*eval.Result, 
 	if q.Config.Vocab != r.vocab {
 		return nil, fmt.Errorf("vocabularies differ: %d vs %d", r.vocab, q.Config.Vocab)
 	}
-	var kls []float64
+	kls := make([]float64, 0, r.res.Scored)
+	lpR, lpQ := make([]float64, r.vocab), make([]float64, r.vocab)
 	agree := 0
 	qres, err := eval.EvaluateContext(ctx, q, nil, r.seqs, eval.Options{
 		// eval hands out each sequence's logits in the order in which it
@@ -50,7 +51,7 @@ func (r *reference) compare(ctx context.Context, q *model.Model) (*eval.Result, 
 			lr, V := r.logits[i], r.vocab
 			for p := 0; p+1 < len(r.seqs[i]); p++ {
 				rl, ql := lr[p*V:(p+1)*V], lq[p*V:(p+1)*V]
-				kls = append(kls, kl(logSoftmax(rl), logSoftmax(ql)))
+				kls = append(kls, kl(logSoftmax(lpR, rl), logSoftmax(lpQ, ql)))
 				if argmax(rl) == argmax(ql) {
 					agree++
 				}
@@ -80,10 +81,12 @@ func (r *reference) compare(ctx context.Context, q *model.Model) (*eval.Result, 
 	return res, nil
 }
 
-// logSoftmax, kl and argmax are eval's (unexported there), so that the
+// logSoftmax, kl and argmax are eval's arithmetic (unexported there; here
+// logSoftmax reuses a buffer instead of allocating per position), so that the
 // scores are eval's to the last bit.
 
-func logSoftmax(logits []float32) []float64 {
+// logSoftmax writes log p into out (len(logits) long) and returns it.
+func logSoftmax(out []float64, logits []float32) []float64 {
 	mx := math.Inf(-1)
 	for _, v := range logits {
 		mx = math.Max(mx, float64(v))
@@ -93,7 +96,6 @@ func logSoftmax(logits []float32) []float64 {
 		sum += math.Exp(float64(v) - mx)
 	}
 	lse := mx + math.Log(sum)
-	out := make([]float64, len(logits))
 	for i, v := range logits {
 		out[i] = float64(v) - lse
 	}
