@@ -76,7 +76,7 @@ llama-perplexity:
 # dequantized with gguf-py and scored by mixq eval against F32, with the
 # GGUF sizes that make quality matches mixq to. Builds llama-quantize,
 # llama-imatrix and llama-completion CPU-only from the source
-# scripts/install-gguf-py.sh fetches; about 25 minutes on 2 cores. Not part
+# scripts/install-gguf-py.sh fetches; about 37 minutes on 2 busy cores. Not part
 # of `make test`. MODELS=minillama reruns one model only.
 llama-compare:
 	scripts/llama-quant-compare.sh

@@ -18,11 +18,12 @@ llama.cpp's gguf-py only; PYTHONPATH must reach gguf-py).
       widening to float32; a missing or extra name fails).
   sizes GGUF MODEL_DIR
       Prints {"file_bytes", "tokenizer_kv_bytes", "bytes_without_vocab",
-      "params", "types"} as JSON. tokenizer_kv_bytes is the serialized size
+      "tensor_bytes", "params", "types"} as JSON. tokenizer_kv_bytes is the serialized size
       of every tokenizer.* metadata key/value pair (key length, key, value
       type and value, as gguf-py parses them); bytes_without_vocab is
       file_bytes minus it (the alignment padding before the tensor data is
-      left as it is). params is the number of elements of every tensor in
+      left as it is); tensor_bytes is the tensor data alone (what issue 10's
+      first table divided by). params is the number of elements of every tensor in
       MODEL_DIR's safetensors (a tied embedding counts once).
   vocab OUT.gguf N
       A vocabulary-only GGUF (SentencePiece "llama" model, no space prefix)
@@ -31,6 +32,10 @@ llama.cpp's gguf-py only; PYTHONPATH must reach gguf-py).
       text written in those characters tokenizes back to exactly its ids.
       For `mixq export --vocab-from`, so that llama.cpp's samplers and
       llama-imatrix can run on stories260K.
+  calibcheck TEXT IDS N
+      Exit 1 unless llama-tokenize's ids of the sampled calibration TEXT
+      (IDS, its --ids output) are exactly the ids its characters stand for,
+      N sequences of BOS + 127 tokens.
   report OUT.json META.json
       Assemble bench/llamacpp.json from META.json (written by the shell
       script: {"meta": {...}, "models": [{"name", "dir", "eval_set",
@@ -236,7 +241,7 @@ def sizes(gguf_path, model_dir):
     for t in r.tensors:
         types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
     return {"file_bytes": size, "tokenizer_kv_bytes": tok, "bytes_without_vocab": size - tok,
-            "params": params, "types": types}
+            "tensor_bytes": sum(int(t.n_bytes) for t in r.tensors), "params": params, "types": types}
 
 
 def vocab(out, n):
@@ -257,6 +262,37 @@ def vocab(out, n):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
+
+
+def calibcheck(text_path, ids_path, nseq):
+    """The sampled calibration text must tokenize back one to one: every
+    character is the id it stands for (or <s>, <unk>, </s> its control
+    token), llama-tokenize gave exactly those ids after its BOS, and there
+    are nseq sequences of BOS + 127 tokens (each closed by one filler)."""
+    with open(text_path, encoding="utf-8") as f:
+        t = f.read()
+    want, i = [1], 0
+    specials = {"<s>": 1, "<unk>": 0, "</s>": 2}
+    while i < len(t):
+        for sp, tid in specials.items():
+            if t.startswith(sp, i):
+                want.append(tid)
+                i += len(sp)
+                break
+        else:
+            c = ord(t[i]) - 0x4E00
+            if not 3 <= c < 0x10000:
+                fail(f"{text_path}: character {t[i]!r} at {i} stands for no token")
+            want.append(c)
+            i += 1
+    with open(ids_path) as f:
+        got = json.loads(f.read().strip())
+    if got != want:
+        n = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+        fail(f"{ids_path}: llama-tokenize gave {len(got)} ids, the text stands for {len(want)}; first difference at {n}")
+    if len(want) != 1 + 128 * nseq:
+        fail(f"{text_path}: {len(want)} tokens, want 1 + 128 x {nseq}")
+    print(f"calibcheck: {nseq} sequences, {len(want)} tokens, tokenized one to one")
 
 
 def report(out, meta_path):
@@ -280,6 +316,7 @@ def report(out, meta_path):
                 "ggml_types": s["types"],
                 "file_bytes": s["file_bytes"],
                 "bytes_without_vocab": s["bytes_without_vocab"],
+                "tensor_bytes": s["tensor_bytes"],
                 "ratio": round(4 * params / s["bytes_without_vocab"], 4),
                 "ratio_file": round(4 * params / s["file_bytes"], 4),
                 "ppl": q["perplexity"],
@@ -291,7 +328,8 @@ def report(out, meta_path):
                 "top1": e.get("top1_agreement", 0.0),
             })
             rows.append(row)
-        models.append({"model": m["name"], "params": params, "f32_bytes": 4 * params, "eval_set": m["eval_set"],
+        models.append({"model": m["name"], "date": doc.get("date"), "mixq_commit": doc.get("mixq_commit"),
+                       "params": params, "f32_bytes": 4 * params, "eval_set": m["eval_set"],
                        "scored_positions": positions, "ppl_f32": base, "variants": rows})
     # A run over some models keeps the others already in the file.
     done = {m["model"] for m in models}
@@ -325,10 +363,11 @@ def table(path):
 
 def main(argv):
     cmds = {"dequant": (dequant, 3), "same": (same, 2), "vocab": (vocab, 2), "report": (report, 2), "table": (table, 1),
+            "calibcheck": (lambda t, i, n: calibcheck(t, i, int(n)), 3),
             "sizes": (lambda g, d: print(json.dumps(sizes(g, d))), 2)}
     if len(argv) < 2 or argv[1] not in cmds or len(argv) - 2 != cmds[argv[1]][1]:
         fail("usage: gguf_dequant.py dequant GGUF MODEL_DIR OUT_DIR | same A B | sizes GGUF MODEL_DIR | "
-             "vocab OUT.gguf N | report OUT.json META.json | table OUT.json")
+             "vocab OUT.gguf N | calibcheck TEXT IDS N | report OUT.json META.json | table OUT.json")
     fn, _ = cmds[argv[1]]
     args = argv[2:]
     if argv[1] == "vocab":

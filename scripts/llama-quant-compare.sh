@@ -40,7 +40,9 @@
 # bench/llamacpp.json (fields):
 #   version        llama.cpp's version (CMakeLists) and commit, and where the
 #                  source came from
-#   date, machine  when (UTC) and where it ran; mixq_commit; threads; backend
+#   date, machine  when (UTC) and where the last run ran; mixq_commit; threads;
+#                  backend (each model also carries the date and mixq_commit
+#                  of the run that measured it)
 #   ratio_note     what the ratio counts
 #   models[]       model (minillama | stories260K), params (every element of
 #                  the original safetensors), f32_bytes (4·params), eval_set,
@@ -57,6 +59,9 @@
 #                        so this is the fair size to match mixq to (and the
 #                        conservative one for mixq). stories260K's GGUFs have
 #                        no vocabulary: the two are equal there
+#     tensor_bytes       the tensor data alone (what issue 10's first table
+#                        divided by; the header, metadata and tensor infos
+#                        that the two sizes above add are about 4 kB here)
 #     ratio              4·params / bytes_without_vocab (F32 size over it)
 #     ratio_file         4·params / file_bytes
 #     ppl, f32_ppl, delta_ppl_pct, kl_mean, kl_p99, top1
@@ -70,7 +75,7 @@
 # THREADS (2), BACKEND (cpu; auto uses a GPU), CALIB_SEQS (32), KEEP (a
 # directory to keep the intermediate files in), MIXQ_LLAMA_CPP, MIXQ_PYTHON.
 # Needs cmake, g++, python3-numpy (scripts/install-gguf-py.sh installs numpy
-# and the source). Time on 2 busy cores: about 25 minutes, nearly all of it
+# and the source). Time on 2 busy cores: about 37 minutes, nearly all of it
 # mixq eval's four passes over minillama's 41,728 tokens; stories260K takes
 # seconds.
 set -euo pipefail
@@ -147,16 +152,28 @@ for name in $MODELS; do
       step "$name: sampling $CALIB_SEQS calibration sequences with llama-completion"
       : >"$W/calib.txt"
       for i in $(seq 1 "$CALIB_SEQS"); do
-        "$BIN/llama-completion" -m "$W/$name-f32-vocab.gguf" -p "" -n 127 --temp 1 --top-k 0 --top-p 1 --min-p 0 \
-          -s $((i + 1)) -no-cnv --simple-io --no-warmup --ignore-eos -sp -c 128 -t "$THREADS" </dev/null 2>/dev/null |
+        # llama-completion's log thread sometimes loses the end of its output
+        # at exit (the same seed gives the same tokens): retry until the
+        # sequence is whole, BOS + 127 tokens and the closing blank line.
+        # One thread: on a busy machine a second one makes this tiny model
+        # forty times slower.
+        for try in 1 2 3 4 5 6 7 8 9 10; do
+          "$BIN/llama-completion" -m "$W/$name-f32-vocab.gguf" -p "" -n 127 --temp 1 --top-k 0 --top-p 1 --min-p 0 \
+            -s $((i + 1)) -no-cnv --simple-io --no-warmup --ignore-eos -sp -c 128 -t 1 </dev/null \
+            >"$W/gen.txt" 2>/dev/null || true
           "$PY" -c '
-import sys
-t = sys.stdin.read()
-assert t.startswith("<s>"), "llama-completion output does not start with <s>"
+import re, sys
+t = open(sys.argv[1], encoding="utf-8").read()
+if not t.endswith("\n\n") or not t.startswith("<s>"):
+    sys.exit(3)
 t = t[3:].rstrip("\n")
+if len(re.findall("<s>|<unk>|</s>|[\u4e00-\u9fff]", t)) != 127:
+    sys.exit(3)
 # one filler token after each sequence: llama-imatrix turns the first token
 # of every chunk into BOS, so each chunk of 128 is BOS + 127 sampled tokens.
-sys.stdout.write(t + chr(0x4E00 + 3))' >>"$W/calib.txt"
+sys.stdout.write(t + chr(0x4E00 + 3))' "$W/gen.txt" >>"$W/calib.txt" && break
+          [ "$try" -lt 10 ] || { echo "llama-compare: llama-completion gave no whole sequence for seed $((i + 1))" >&2; exit 1; }
+        done
       done
       EVAL=(--sample 32 --seq-len 128 --seed 1)
       EVAL_SET="32 sequences of 128 tokens sampled at temperature 1 from the F32 model (mixq eval --sample 32 --seq-len 128 --seed 1, as bench/quality)"
@@ -173,6 +190,10 @@ sys.stdout.write(t + chr(0x4E00 + 3))' >>"$W/calib.txt"
   (cd "$W" && quiet $NICE "$BIN/${IMAT_CMD[0]}" "${IMAT_CMD[@]:1}")
   cp "$W/log" "$W/imatrix.log"
   if [ "$name" = stories260K ]; then
+    # The text must tokenize back to exactly the sampled ids, one per
+    # character (or <s>/<unk>/</s>), BOS + 127 in each chunk of 128.
+    "$BIN/llama-tokenize" -m "$W/$name-f32-vocab.gguf" -f "$W/calib.txt" --ids --log-disable >"$W/calib.ids" 2>/dev/null
+    "$PY" $H calibcheck "$W/calib.txt" "$W/calib.ids" "$CALIB_SEQS"
     grep -q "computing over $CALIB_SEQS chunks" "$W/imatrix.log" ||
       { echo "llama-compare: llama-imatrix did not see $CALIB_SEQS chunks of 128:" >&2; grep "computing over" "$W/imatrix.log" >&2; exit 1; }
   fi
