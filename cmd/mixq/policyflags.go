@@ -95,7 +95,7 @@ func (f *planFlags) checkTargets() error {
 // Flags that only some policies read.
 var (
 	calibFlags     = []string{"calib", "calib-tokens", "calib-sample", "calib-seq-len", "calib-seed"}
-	importanceOnly = []string{"grads", "signal-weights"}
+	importanceOnly = []string{"grads", "signal-weights", "sensitivity"}
 	dynamicOnly    = []string{"high-ratio", "low-ratio"}
 	budgetOnly     = []string{"target-ratio", "target-bpw", "group-sizes"}
 )
