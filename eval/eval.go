@@ -232,6 +232,14 @@ func run(ctx context.Context, m *model.Model, grp []Indexed, progress func(int))
 
 // logSoftmax returns log p in float64.
 func logSoftmax(logits []float32) []float64 {
+	return LogSoftmax(make([]float64, len(logits)), logits)
+}
+
+// LogSoftmax writes log p of one position's logits into out (at least
+// len(logits) long), in binary64 with the maximum subtracted, and returns
+// out[:len(logits)]. Every score of this package is computed from it, so
+// other measurements that use it (and KL) agree with eval to the bit.
+func LogSoftmax(out []float64, logits []float32) []float64 {
 	mx := math.Inf(-1)
 	for _, v := range logits {
 		mx = math.Max(mx, float64(v))
@@ -241,12 +249,16 @@ func logSoftmax(logits []float32) []float64 {
 		sum += math.Exp(float64(v) - mx)
 	}
 	lse := mx + math.Log(sum)
-	out := make([]float64, len(logits))
+	out = out[:len(logits)]
 	for i, v := range logits {
 		out[i] = float64(v) - lse
 	}
 	return out
 }
+
+// KL is KL(P‖Q) = Σ p (log p − log q) of one position, from the
+// log-probabilities LogSoftmax gives.
+func KL(lp, lq []float64) float64 { return kl(lp, lq) }
 
 // kl is KL(P‖Q) = Σ p (log p − log q).
 func kl(lp, lq []float64) float64 {

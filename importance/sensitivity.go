@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/mixq/mixq/cpu"
+	"github.com/mixq/mixq/eval"
 	"github.com/mixq/mixq/gptq"
 	"github.com/mixq/mixq/internal/stop"
 	"github.com/mixq/mixq/model"
@@ -200,49 +201,30 @@ func roundTripMatrix(be quant.Backend, w []float32, rows, cols int, p quant.Prec
 	return out, be.Dequantize(out, packed, sc, l)
 }
 
-// logSoftmaxRows is the binary64 log-softmax of each row of logits,
-// stored as binary32 in dst (grown as needed).
+// logSoftmaxRows is eval.LogSoftmax of each row of logits, stored as
+// binary32 in dst (grown as needed): the reference of every later pass,
+// kept at half the size.
 func logSoftmaxRows(dst, logits []float32, vocab int) []float32 {
 	dst = slices.Grow(dst[:0], len(logits))[:len(logits)]
+	lp := make([]float64, vocab)
 	for r := 0; r+vocab <= len(logits); r += vocab {
-		row := logits[r : r+vocab]
-		mx := math.Inf(-1)
-		for _, v := range row {
-			mx = max(mx, float64(v))
-		}
-		var s float64
-		for _, v := range row {
-			s += math.Exp(float64(v) - mx)
-		}
-		lse := mx + math.Log(s)
-		for j, v := range row {
-			dst[r+j] = float32(float64(v) - lse)
+		for j, v := range eval.LogSoftmax(lp, logits[r:r+vocab]) {
+			dst[r+j] = float32(v)
 		}
 	}
 	return dst
 }
 
-// klRows is Σ over rows of KL(p ‖ q) = Σ_j p_j (log p_j − log q_j), from
-// p's log-probabilities and q's logits (normalized here in binary64).
+// klRows is Σ over rows of eval.KL(p ‖ q), from p's stored
+// log-probabilities and q's logits.
 func klRows(lp, q []float32, vocab int) float64 {
 	var total float64
+	p, lq := make([]float64, vocab), make([]float64, vocab)
 	for r := 0; r+vocab <= len(lp); r += vocab {
-		row := q[r : r+vocab]
-		mx := math.Inf(-1)
-		for _, v := range row {
-			mx = max(mx, float64(v))
+		for j, v := range lp[r : r+vocab] {
+			p[j] = float64(v)
 		}
-		var s float64
-		for _, v := range row {
-			s += math.Exp(float64(v) - mx)
-		}
-		lse := mx + math.Log(s)
-		var k float64
-		for j, v := range row {
-			p := float64(lp[r+j])
-			k += math.Exp(p) * (p - (float64(v) - lse))
-		}
-		total += max(k, 0)
+		total += eval.KL(p, eval.LogSoftmax(lq, q[r:r+vocab]))
 	}
 	return total
 }
