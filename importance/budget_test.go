@@ -90,16 +90,7 @@ func TestBudgetAgainstBruteForce(t *testing.T) {
 	hi := plannedBytes(t, ck, all16, 8, DefaultMaxShardSize)
 	for _, frac := range []float64{0, 0.1, 0.25, 0.5, 0.75, 0.9, 1} {
 		target := lo + int64(frac*float64(hi-lo))
-		b, err := NewBudget(a, nil, ck, target, 0)
-		require.NoError(t, err, "target %d", target)
-		got := plannedBytes(t, ck, b, 8, 0)
-		assert.Equal(t, b.PlannedBytes, got)
-		assert.LessOrEqual(t, got, target)
-		opt, ok := bruteForce(t, ck, a, 0, target)
-		require.True(t, ok)
-		// Never better than the optimum, and the LP bound is below it.
-		assert.GreaterOrEqual(t, b.Loss, opt-1e-9*opt, "target %d", target)
-		assert.LessOrEqual(t, b.LowerBound, opt+1e-9*opt, "target %d", target)
+		b, got, opt := budgetAgainstBruteForce(t, ck, a, target)
 		// In the window when some assignment is; then the loss is checked
 		// against the best assignment in the window.
 		if wopt, ok := bruteForce(t, ck, a, windowLow(target), target); ok {
@@ -115,6 +106,24 @@ func TestBudgetAgainstBruteForce(t *testing.T) {
 			t.Logf("target %d: planned %d, loss %.6g, best overall %.6g, greedy bound %.3g (no assignment in the window)", target, got, b.Loss, opt, b.GreedyBound)
 		}
 	}
+}
+
+// budgetAgainstBruteForce solves for target and checks the result against
+// every assignment: exactly planned, within the target, never better than
+// the optimum, with the LP bound below it. It returns the budget, its
+// planned size and the optimum.
+func budgetAgainstBruteForce(t *testing.T, ck *checkpoint.Checkpoint, a *Analysis, target int64) (*Budget, int64, float64) {
+	t.Helper()
+	b, err := NewBudget(a, nil, ck, target, 0)
+	require.NoError(t, err, "target %d", target)
+	got := plannedBytes(t, ck, b, a.GroupSize, 0)
+	assert.Equal(t, b.PlannedBytes, got)
+	assert.LessOrEqual(t, got, target)
+	opt, ok := bruteForce(t, ck, a, 0, target)
+	require.True(t, ok)
+	assert.GreaterOrEqual(t, b.Loss, opt-1e-9*opt, "target %d", target)
+	assert.LessOrEqual(t, b.LowerBound, opt+1e-9*opt, "target %d", target)
+	return b, got, opt
 }
 
 func TestBudgetInfeasible(t *testing.T) {
@@ -202,15 +211,7 @@ func TestBudgetGroupSizesAgainstBruteForce(t *testing.T) {
 	used := map[int]bool{}
 	for _, frac := range []float64{0.05, 0.3, 0.6} {
 		target := lo + int64(frac*float64(hi-lo))
-		b, err := NewBudget(a, nil, ck, target, 0)
-		require.NoError(t, err, "target %d", target)
-		got := plannedBytes(t, ck, b, 16, 0)
-		assert.Equal(t, b.PlannedBytes, got)
-		assert.LessOrEqual(t, got, target)
-		opt, ok := bruteForce(t, ck, a, 0, target)
-		require.True(t, ok)
-		assert.GreaterOrEqual(t, b.Loss, opt-1e-9*opt, "target %d", target)
-		assert.LessOrEqual(t, b.LowerBound, opt+1e-9*opt, "target %d", target)
+		b, got, _ := budgetAgainstBruteForce(t, ck, a, target)
 		if wopt, ok := bruteForce(t, ck, a, windowLow(target), target); ok {
 			assert.GreaterOrEqual(t, got, windowLow(target), "target %d", target)
 			assert.LessOrEqual(t, b.Loss, wopt+1e-9*wopt, "target %d", target)
