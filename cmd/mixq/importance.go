@@ -36,7 +36,7 @@ const sensitivityHelp = `dynamic/budget: how each matrix's damage is predicted: 
 divergence of the model with that matrix alone at INT4, on up to 8 of the
 calibration sequences, from its layer on: one partial forward pass per
 matrix), proxy (importance-weighted relative error), auto (kl when
-calibration tokens are given)`
+calibration tokens are given and it costs at most 10^12 multiply-adds)`
 
 func (f *importanceFlags) register(c *cobra.Command) {
 	fl := c.Flags()

@@ -72,7 +72,7 @@ func (f *planFlags) register(c *cobra.Command) {
 	fl.Float64Var(&f.lowRatio, "low-ratio", importance.DefaultLow, "dynamic: share of ranked tensors in INT4")
 	fl.Float64Var(&f.targetRatio, "target-ratio", 0, "budget: compression versus FP32 to reach, at least 1 (e.g. 6); estimate: also the target it is compared with")
 	fl.Float64Var(&f.targetBPW, "target-bpw", 0, "budget: bits per weight to reach, counting every byte of the model's files (at most 32)")
-	fl.StringVar(&f.groupSizes, "group-sizes", defaultGroupSizes, "budget: group sizes each INT8/INT4 matrix may use, chosen per tensor for the least error (default: 32,64,128, or --group-size alone when that is given)")
+	fl.StringVar(&f.groupSizes, "group-sizes", defaultGroupSizes, "budget: group sizes each INT8/INT4 matrix chooses from, per tensor, for the least predicted damage (--group-size N alone restricts it to N; multiples of 32 export to GGUF's Q4_0/Q8_0 exactly)")
 	fl.StringVar(&f.preset, "preset", "", presetHelp())
 	f.imp.register(c)
 }
