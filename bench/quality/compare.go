@@ -34,9 +34,10 @@ func newReference(ctx context.Context, ref *model.Model, seqs [][]int) (*referen
 
 // compare scores q against the kept reference and returns what
 // eval.Evaluate(ref, q, seqs) returns, with the same arithmetic in the same
-// order, so the numbers are identical (TestCompareMatchesEvaluate): q's
-// perplexity from eval itself, and KL(F32 ‖ q) and top-1 agreement per
-// predicted position from the two sets of logits.
+// order (eval.LogSoftmax, eval.KL), so the numbers are identical
+// (TestCompareMatchesEvaluate): q's perplexity from eval itself, and
+// KL(F32 ‖ q) and top-1 agreement per predicted position from the two sets
+// of logits.
 func (r *reference) compare(ctx context.Context, q *model.Model) (*eval.Result, error) {
 	if q.Config.Vocab != r.vocab {
 		return nil, fmt.Errorf("vocabularies differ: %d vs %d", r.vocab, q.Config.Vocab)
@@ -51,7 +52,7 @@ func (r *reference) compare(ctx context.Context, q *model.Model) (*eval.Result, 
 			lr, V := r.logits[i], r.vocab
 			for p := 0; p+1 < len(r.seqs[i]); p++ {
 				rl, ql := lr[p*V:(p+1)*V], lq[p*V:(p+1)*V]
-				kls = append(kls, kl(logSoftmax(lpR, rl), logSoftmax(lpQ, ql)))
+				kls = append(kls, eval.KL(eval.LogSoftmax(lpR, rl), eval.LogSoftmax(lpQ, ql)))
 				if argmax(rl) == argmax(ql) {
 					agree++
 				}
@@ -81,38 +82,7 @@ func (r *reference) compare(ctx context.Context, q *model.Model) (*eval.Result, 
 	return res, nil
 }
 
-// logSoftmax, kl and argmax are eval's arithmetic (unexported there; here
-// logSoftmax reuses a buffer instead of allocating per position), so that the
-// scores are eval's to the last bit.
-
-// logSoftmax writes log p into out (len(logits) long) and returns it.
-func logSoftmax(out []float64, logits []float32) []float64 {
-	mx := math.Inf(-1)
-	for _, v := range logits {
-		mx = math.Max(mx, float64(v))
-	}
-	var sum float64
-	for _, v := range logits {
-		sum += math.Exp(float64(v) - mx)
-	}
-	lse := mx + math.Log(sum)
-	for i, v := range logits {
-		out[i] = float64(v) - lse
-	}
-	return out
-}
-
-func kl(lp, lq []float64) float64 {
-	var s float64
-	for i := range lp {
-		p := math.Exp(lp[i])
-		if p > 0 {
-			s += p * (lp[i] - lq[i])
-		}
-	}
-	return max(s, 0)
-}
-
+// argmax is eval's (unexported there): the first of the largest logits.
 func argmax(v []float32) int {
 	best := 0
 	for i, x := range v {
