@@ -225,7 +225,14 @@ func QuantizeShared(ctx context.Context, mo *Moment, ls []Linear, opt Options, n
 		}
 	}
 	tokens := mo.Tokens()
-	f, err := NewFactor(ctx, mo.TakeMean(), tokens, opt)
+	h := mo.TakeMean()
+	if k >= bigK {
+		// The garbage of the forward pass that produced the statistics
+		// goes back before the long part, and before the results are
+		// allocated on top of it.
+		debug.FreeOSMemory()
+	}
+	f, err := NewFactor(ctx, h, tokens, opt)
 	if ctx.Err() != nil {
 		return fmt.Errorf("gptq: %w", stop.Err(ctx))
 	}
