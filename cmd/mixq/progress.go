@@ -68,6 +68,13 @@ func (c counter) add(n int) {
 	}
 }
 
+// describe replaces the bar's description (a no-op without a bar).
+func (c counter) describe(s string) {
+	if c.bar != nil {
+		c.bar.Describe(s)
+	}
+}
+
 // end completes the bar after success, and after a failure leaves it where
 // it stopped, ending its line so the error is printed on its own.
 func (c counter) end(err error) {

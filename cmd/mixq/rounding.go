@@ -106,8 +106,16 @@ func (f *roundingFlags) rounder(c *cobra.Command, path string, p *planned, imp *
 		}
 	}
 	var bar counter
+	// The bar counts layer runs; within one, a large matrix's
+	// factorisation and rows can take minutes, so the description shows
+	// the GPTQ work done as it goes (gptq.Options.Progress is called one
+	// call at a time).
+	var work int64
 	res, err := gptq.Sequential(c.Context(), m, seqs, gptq.CalibOptions{
-		Options: gptq.Options{Search: true},
+		Options: gptq.Options{Search: true, Progress: func(units int64) {
+			work += units
+			bar.describe(fmt.Sprintf("gptq (%.3g multiply-adds)", float64(work)))
+		}},
 		Target:  func(name string) (quant.Layout, bool) { l, ok := targets[name]; return l, ok },
 		Notice:  func(s string) { fmt.Fprintf(stderr, "mixq: notice: gptq: %s\n", s) },
 		Progress: func(done, total int) {
