@@ -59,7 +59,8 @@ fuzz:
 # bench/QUALITY.md: perplexity, KL and top-1 of each way of quantizing
 # minillama and stories260K, every row made by `$(BIN) quantize`, beside
 # llama.cpp's variants from bench/llamacpp.json (make llama-compare) when
-# it exists (about 20 minutes on 2 idle cores).
+# it exists (44 minutes on 2 busy cores, load average 5-10; most of it the
+# budget's KL sensitivity, a few minutes per budget row).
 quality: build
 	$(GO) run ./bench/quality -mixq $(BIN) -o bench/QUALITY.md
 
