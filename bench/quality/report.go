@@ -396,7 +396,7 @@ func writeGoals(sb *strings.Builder, s *modelResult) {
 			if st := s.find(id); st != nil {
 				fmt.Fprintf(sb, "  - precisions of %s: %s; of %s: %s.\n", d.name, d.mix, st.name, st.mix)
 				if d.res.KLMean > st.res.KLMean {
-					dynamicWhy(sb, s)
+					dynamicWhy(sb, s, st)
 				}
 				break
 			}
@@ -454,7 +454,7 @@ func goalVsLlama(sb *strings.Builder, claim string, r *row, v *llamaVariant) {
 // loses to static: its shares are fixed counts, so it must store the
 // bottom 40% of the matrices at INT4 however much that costs, while static
 // stores none there.
-func dynamicWhy(sb *strings.Builder, s *modelResult) {
+func dynamicWhy(sb *strings.Builder, s *modelResult, st *row) {
 	var parts []string
 	if r := s.find("int8"); r != nil {
 		parts = append(parts, fmt.Sprintf("uniform INT8 is at mean KL %.5f", r.res.KLMean))
@@ -462,7 +462,11 @@ func dynamicWhy(sb *strings.Builder, s *modelResult) {
 	if r := s.find("int4-gptq-g32"); r != nil {
 		parts = append(parts, fmt.Sprintf("uniform INT4 g32 with GPTQ at %.5f", r.res.KLMean))
 	}
-	fmt.Fprintf(sb, "  - why: the 20/40/40 shares are counts fixed before anything is measured, so dynamic must store the bottom 40%% of the matrices at INT4 and the top 20%% at F16 whatever they cost; ranking by measured damage chooses which matrices take INT4, not how many. INT4 is where the damage is (%s), and static stores nothing at INT4.", strings.Join(parts, ", "))
+	static := "."
+	if !strings.Contains(st.mix, "int4") {
+		static = ", and static stores nothing at INT4."
+	}
+	fmt.Fprintf(sb, "  - why: the 20/40/40 shares are counts fixed before anything is measured, so dynamic must store the bottom 40%% of the matrices at INT4 and the top 20%% at F16 whatever they cost; ranking by measured damage chooses which matrices take INT4, not how many. INT4 is where the damage is (%s)%s", strings.Join(parts, ", "), static)
 	if b := s.find("budget-at-dynamic"); b != nil {
 		fmt.Fprintf(sb, " The budget policy, which also chooses how many, reaches mean KL %.5f at the dynamic size (%d B).", b.res.KLMean, b.bytes)
 	}
