@@ -178,19 +178,28 @@ func EvaluateContext(ctx context.Context, ref, q *model.Model, seqs [][]int, opt
 	res.Original = Stats{MeanNLL: nllRef / n, Perplexity: math.Exp(nllRef / n), ForwardTokens: nTok, TokensPerSec: float64(nTok) / tRef.Seconds()}
 	if q != nil {
 		st := Stats{MeanNLL: nllQ / n, Perplexity: math.Exp(nllQ / n), ForwardTokens: nTok, TokensPerSec: float64(nTok) / tQ.Seconds()}
-		res.Quantized = &st
-		res.DeltaPerplexityPct = 100 * (st.Perplexity - res.Original.Perplexity) / res.Original.Perplexity
-		var sum float64
-		for _, k := range kls {
-			sum += k
-		}
-		res.KLMean = sum / n
-		slices.Sort(kls)
-		res.KLP99 = kls[min(len(kls)-1, int(math.Ceil(0.99*float64(len(kls))))-1)]
-		res.KLMax = kls[len(kls)-1]
-		res.Top1Agreement = float64(agree) / n
+		res.Compared(st, kls, agree)
 	}
 	return res, nil
+}
+
+// Compared fills in the comparison fields of r (Original and Scored set)
+// from the quantized model's statistics, the KL divergence of every
+// scored position in scoring order (sorted here, in place) and the number
+// of positions whose top-1 tokens agree, as Evaluate does.
+func (r *Result) Compared(q Stats, kls []float64, agree int) {
+	r.Quantized = &q
+	r.DeltaPerplexityPct = 100 * (q.Perplexity - r.Original.Perplexity) / r.Original.Perplexity
+	n := float64(r.Scored)
+	var sum float64
+	for _, k := range kls {
+		sum += k
+	}
+	r.KLMean = sum / n
+	slices.Sort(kls)
+	r.KLP99 = kls[min(len(kls)-1, int(math.Ceil(0.99*float64(len(kls))))-1)]
+	r.KLMax = kls[len(kls)-1]
+	r.Top1Agreement = float64(agree) / n
 }
 
 // Indexed is a sequence with its position in the caller's list.

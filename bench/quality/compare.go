@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"math"
 	"slices"
 
 	"github.com/mixq/mixq/eval"
@@ -66,19 +65,7 @@ func (r *reference) compare(ctx context.Context, q *model.Model) (*eval.Result, 
 	if len(kls) != res.Scored || qres.Scored != res.Scored {
 		return nil, fmt.Errorf("scored %d and %d positions, the reference %d", len(kls), qres.Scored, res.Scored)
 	}
-	st := qres.Original
-	res.Quantized = &st
-	res.DeltaPerplexityPct = 100 * (st.Perplexity - res.Original.Perplexity) / res.Original.Perplexity
-	n := float64(res.Scored)
-	var sum float64
-	for _, k := range kls {
-		sum += k
-	}
-	res.KLMean = sum / n
-	slices.Sort(kls)
-	res.KLP99 = kls[min(len(kls)-1, int(math.Ceil(0.99*float64(len(kls))))-1)]
-	res.KLMax = kls[len(kls)-1]
-	res.Top1Agreement = float64(agree) / n
+	res.Compared(qres.Original, kls, agree)
 	return res, nil
 }
 
