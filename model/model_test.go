@@ -28,7 +28,12 @@ func requireStories(t testing.TB) string {
 // storiesReference returns the reference input tokens and logits
 // ([positions][vocab] flattened).
 func storiesReference(t testing.TB) ([]int, []float32) {
-	dir := requireStories(t)
+	return readReference(t, requireStories(t))
+}
+
+// readReference reads a shared model's reference.json and
+// reference_logits.f32.
+func readReference(t testing.TB, dir string) ([]int, []float32) {
 	raw, err := os.ReadFile(filepath.Join(dir, "reference.json"))
 	require.NoError(t, err)
 	var ref struct {
@@ -138,6 +143,36 @@ func TestStoriesReference(t *testing.T) {
 		}
 		requireReference(t, "chunks of 1..7 tokens", got, want, V)
 	})
+}
+
+// minillamaDir is the shared main quality model, relative to this package.
+const minillamaDir = "../../shared/testdata/minillama"
+
+// TestMinillamaReference: the float32 forward pass of minillama (GQA, an
+// untied head, rows of 256 and 768) reproduces the training PyTorch
+// model's logits on held-out text, in one call and through the KV cache.
+func TestMinillamaReference(t *testing.T) {
+	if _, err := os.Stat(filepath.Join(minillamaDir, "model.safetensors")); err != nil {
+		t.Skipf("minillama test model not available at %s: %v", minillamaDir, err)
+	}
+	tokens, want := readReference(t, minillamaDir)
+	m, err := Load(minillamaDir, cpu.New(0))
+	require.NoError(t, err)
+	defer m.Close()
+	V := m.Config.Vocab
+	require.Equal(t, 2048, V)
+	require.NotEqual(t, m.EmbeddingName(), m.HeadName(), "the head is untied")
+	got, err := m.NewSession(1, len(tokens)).Forward([][]int{tokens}, nil)
+	require.NoError(t, err)
+	requireReference(t, "minillama, one call of 256 tokens", got, want, V)
+	s := m.NewSession(1, len(tokens))
+	got = got[:0]
+	for lo := 0; lo < len(tokens); lo += 64 {
+		l, err := s.Forward([][]int{tokens[lo : lo+64]}, nil)
+		require.NoError(t, err)
+		got = append(got, l...)
+	}
+	requireReference(t, "minillama, four calls of 64 tokens (KV cache)", got, want, V)
 }
 
 // TestStoriesBatch: identical sequences in a batch give bit-identical
