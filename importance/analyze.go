@@ -61,7 +61,9 @@ type Options struct {
 	GroupSize int
 	// GroupSizes, when set, are the group sizes at which the INT8 and INT4
 	// candidates are measured, for the budget policy to choose among per
-	// tensor; GroupSize is added when missing. Nil: GroupSize alone.
+	// tensor. GroupSize is measured too when missing (the dynamic policy
+	// and the reports use it), but the budget chooses among GroupSizes
+	// only. Nil: GroupSize alone.
 	GroupSizes []int
 	// Search measures the INT8/INT4 candidates with the scale search
 	// (gptq.SearchScales, weighted by the damped E[x²] of the layer's input
@@ -217,8 +219,9 @@ type Analysis struct {
 	// TiedHead is the embedding that is also the output head, "" if none.
 	TiedHead string `json:"tied_head,omitempty"`
 
-	byName map[string]*TensorScore
-	notify func(string)
+	byName  map[string]*TensorScore
+	notify  func(string)
+	choices []int // the group sizes the budget may choose (Options.GroupSizes)
 }
 
 // Lookup finds a tensor's analysis by name.
@@ -310,6 +313,10 @@ func AnalyzeContext(ctx context.Context, ck *checkpoint.Checkpoint, opt Options)
 		be = cpu.New(0)
 	}
 	a := &Analysis{GroupSize: g, GroupSizes: groups, Rounding: "rtn", Backend: be.Name(), Weights: map[Signal]float64{}, notify: opt.Notice}
+	a.choices = []int{g}
+	if len(opt.GroupSizes) > 0 {
+		a.choices = slices.Clone(opt.GroupSizes)
+	}
 	if opt.Search {
 		a.Rounding = "search"
 	}

@@ -226,7 +226,7 @@ func NewBudgetContext(ctx context.Context, a *Analysis, rules []policy.Rule, ck 
 		}
 		it := &item{t: t}
 		for _, c := range t.Candidates {
-			if !c.Feasible {
+			if !c.Feasible || (c.Precision.Quantized() && a.choices != nil && !slices.Contains(a.choices, c.GroupSize)) {
 				continue
 			}
 			ch := choice{c.Precision, c.GroupSize}

@@ -186,7 +186,7 @@ func TestTargets(t *testing.T) {
 // matrix; it is checked against every assignment, as above.
 func TestBudgetGroupSizesAgainstBruteForce(t *testing.T) {
 	ck, _ := synthCheckpoint(t)
-	a, err := Analyze(ck, Options{GroupSize: 16, GroupSizes: []int{8}})
+	a, err := Analyze(ck, Options{GroupSize: 16, GroupSizes: []int{8, 16}})
 	require.NoError(t, err)
 	assert.Equal(t, []int{8, 16}, a.GroupSizes)
 	for _, m := range a.Matrices() {
@@ -227,4 +227,32 @@ func TestBudgetGroupSizesAgainstBruteForce(t *testing.T) {
 		}
 	}
 	assert.Len(t, used, 2, "both group sizes are chosen somewhere across the targets")
+}
+
+// GroupSizes without the analysis's group size: that size is measured, but
+// the budget never chooses it.
+func TestBudgetChoosesOnlyGivenGroupSizes(t *testing.T) {
+	ck, _ := synthCheckpoint(t)
+	a, err := Analyze(ck, Options{GroupSize: 16, GroupSizes: []int{8}})
+	require.NoError(t, err)
+	assert.Equal(t, []int{8, 16}, a.GroupSizes, "both are measured")
+	b, err := NewBudget(a, nil, ck, 1<<20, 0)
+	require.NoError(t, err)
+	for _, m := range a.Matrices() {
+		if d := b.Decide(policy.Tensor{Name: m.Name, Shape: m.Shape}); d.Precision.Quantized() {
+			assert.Equal(t, 8, d.GroupSize, m.Name)
+		}
+	}
+	// At a target between the all-INT4 and all-F16 sizes every quantized
+	// choice is still g8.
+	b, err = NewBudget(a, nil, ck, 4000, 0)
+	require.NoError(t, err)
+	quantized := 0
+	for _, m := range a.Matrices() {
+		if d := b.Decide(policy.Tensor{Name: m.Name, Shape: m.Shape}); d.Precision.Quantized() {
+			assert.Equal(t, 8, d.GroupSize, m.Name)
+			quantized++
+		}
+	}
+	assert.Positive(t, quantized)
 }

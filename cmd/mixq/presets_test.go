@@ -151,6 +151,19 @@ func TestBudgetGroupSizesFlag(t *testing.T) {
 			assert.Equal(t, 64, tt.GroupSize, tt.Name)
 		}
 	}
+	// --group-sizes without the plan's group size: that size is measured
+	// (for the report) but never chosen.
+	out = filepath.Join(t.TempDir(), "b32")
+	code, _, stderr = runCLI(t, "quantize", in, "-o", out, "--policy", "budget", "--target-bpw", "6", "--group-sizes", "16")
+	require.Equal(t, 0, code, stderr)
+	n := 0
+	for _, tt := range inspectJSON(t, out).Tensors {
+		if tt.GroupSize > 0 {
+			assert.Equal(t, 16, tt.GroupSize, tt.Name)
+			n++
+		}
+	}
+	assert.Positive(t, n)
 	for _, bad := range []string{"32,x", "0", "32,,64", "99999"} {
 		out := filepath.Join(t.TempDir(), "b")
 		code, _, stderr := runCLI(t, "quantize", in, "-o", out, "--policy", "budget", "--target-bpw", "6", "--group-sizes", bad)

@@ -116,8 +116,8 @@ func (f *roundingFlags) rounder(c *cobra.Command, path string, p *planned, imp *
 			work += units
 			bar.describe(fmt.Sprintf("gptq (%.3g multiply-adds)", float64(work)))
 		}},
-		Target:  func(name string) (quant.Layout, bool) { l, ok := targets[name]; return l, ok },
-		Notice:  func(s string) { fmt.Fprintf(stderr, "mixq: notice: gptq: %s\n", s) },
+		Target: func(name string) (quant.Layout, bool) { l, ok := targets[name]; return l, ok },
+		Notice: func(s string) { fmt.Fprintf(stderr, "mixq: notice: gptq: %s\n", s) },
 		Progress: func(done, total int) {
 			if done == 1 {
 				bar = newCounter(stderr, int64(total), "gptq", "layer runs")
