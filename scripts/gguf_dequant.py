@@ -52,24 +52,8 @@ import sys
 
 import numpy as np
 
-HF_LAYER = {
-    "attn_norm.weight": "input_layernorm.weight",
-    "ffn_norm.weight": "post_attention_layernorm.weight",
-    "attn_q.weight": "self_attn.q_proj.weight",
-    "attn_k.weight": "self_attn.k_proj.weight",
-    "attn_v.weight": "self_attn.v_proj.weight",
-    "attn_output.weight": "self_attn.o_proj.weight",
-    "ffn_gate.weight": "mlp.gate_proj.weight",
-    "ffn_up.weight": "mlp.up_proj.weight",
-    "ffn_down.weight": "mlp.down_proj.weight",
-    "ffn_gate_inp.weight": "block_sparse_moe.gate.weight",
-}
-HF_EXPERTS = {"ffn_gate_exps.weight": "w1", "ffn_down_exps.weight": "w2", "ffn_up_exps.weight": "w3"}
-HF_TOP = {
-    "token_embd.weight": "model.embed_tokens.weight",
-    "output_norm.weight": "model.norm.weight",
-    "output.weight": "lm_head.weight",
-}
+from gguf_names import EXPERTS, LAYER, TOP, field
+
 DTYPES = {"F32": np.float32, "F16": np.float16}
 
 
@@ -143,13 +127,6 @@ def st_write(path, tensors):
     os.replace(tmp, path)
 
 
-def field(reader, key):
-    f = reader.fields.get(key)
-    if f is None:
-        return None
-    return f.contents()
-
-
 def unpermute(w, heads):
     """Inverse of convert_hf_to_gguf.py's permute (rows of each head as
     [2][hd/2], axes swapped): back to Hugging Face's rotate_half order."""
@@ -178,24 +155,24 @@ def dequant(gguf_path, model_dir, out_dir):
         name = t.name
         if name == "rope_freqs.weight":
             continue
-        if name in HF_TOP:
-            got[HF_TOP[name]] = w
+        if name in TOP:
+            got[TOP[name]] = w
             continue
         parts = name.split(".", 2)
         if len(parts) != 3 or parts[0] != "blk":
             fail(f"{gguf_path}: tensor {name} has no Hugging Face name")
         pre = f"model.layers.{parts[1]}."
-        if parts[2] in HF_EXPERTS:
+        if parts[2] in EXPERTS:
             for x in range(w.shape[0]):
-                got[f"{pre}block_sparse_moe.experts.{x}.{HF_EXPERTS[parts[2]]}.weight"] = w[x]
+                got[f"{pre}block_sparse_moe.experts.{x}.{EXPERTS[parts[2]]}.weight"] = w[x]
             continue
-        if parts[2] not in HF_LAYER:
+        if parts[2] not in LAYER:
             fail(f"{gguf_path}: tensor {name} has no Hugging Face name")
         if parts[2] == "attn_q.weight":
             w = unpermute(w, n_head)
         elif parts[2] == "attn_k.weight":
             w = unpermute(w, n_kv)
-        got[pre + HF_LAYER[parts[2]]] = w
+        got[pre + LAYER[parts[2]]] = w
     for name, shape in want.items():
         if name.endswith("rotary_emb.inv_freq"):
             continue
