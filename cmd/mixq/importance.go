@@ -153,16 +153,11 @@ func (f *importanceFlags) calibrate(ctx context.Context, path string, be quant.B
 		fmt.Fprintf(stderr, "mixq: notice: sensitivity: measuring every matrix's KL would take about %.3g multiply-adds (minutes per 10^12 on a CPU); losses are importance-weighted errors instead (--sensitivity kl measures anyway)\n", float64(work))
 		return stats, nil, nil
 	}
-	var sbar counter
+	sbar := &stepBar{w: stderr, what: "sensitivity", unit: "matrices"}
 	sens, err := importance.MeasureSensitivity(ctx, m, sseqs, importance.SensitivityOptions{
 		Precision: quant.INT4, GroupSize: ref.groupSize, Search: ref.search, Backend: be,
-		Diag: func(name string) []float64 { return stats.SecondMoment(importance.LayerName(name)) },
-		Progress: func(done, total int) {
-			if done == 1 {
-				sbar = newCounter(stderr, int64(total), "sensitivity", "matrices")
-			}
-			sbar.add(1)
-		},
+		Diag:     func(name string) []float64 { return stats.SecondMoment(importance.LayerName(name)) },
+		Progress: sbar.step,
 	})
 	sbar.end(err)
 	if err != nil {

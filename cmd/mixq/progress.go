@@ -68,6 +68,22 @@ func (c counter) add(n int) {
 	}
 }
 
+// stepBar is a counter for a callback progress(done, total) whose total
+// is known only from its first call: the bar starts then, and each call
+// counts one step.
+type stepBar struct {
+	counter
+	w          io.Writer
+	what, unit string
+}
+
+func (b *stepBar) step(done, total int) {
+	if done == 1 {
+		b.counter = newCounter(b.w, int64(total), b.what, b.unit)
+	}
+	b.add(1)
+}
+
 // describe replaces the bar's description (a no-op without a bar).
 func (c counter) describe(s string) {
 	if c.bar != nil {

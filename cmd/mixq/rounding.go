@@ -105,7 +105,7 @@ func (f *roundingFlags) rounder(c *cobra.Command, path string, p *planned, imp *
 			targets[it.Input.Name] = it.Layout
 		}
 	}
-	var bar counter
+	bar := &stepBar{w: stderr, what: "gptq", unit: "layer runs"}
 	// The bar counts layer runs; within one, a large matrix's
 	// factorisation and rows can take minutes, so the description shows
 	// the GPTQ work done as it goes (gptq.Options.Progress is called one
@@ -116,14 +116,9 @@ func (f *roundingFlags) rounder(c *cobra.Command, path string, p *planned, imp *
 			work += units
 			bar.describe(fmt.Sprintf("gptq (%.3g multiply-adds)", float64(work)))
 		}},
-		Target: func(name string) (quant.Layout, bool) { l, ok := targets[name]; return l, ok },
-		Notice: func(s string) { fmt.Fprintf(stderr, "mixq: notice: gptq: %s\n", s) },
-		Progress: func(done, total int) {
-			if done == 1 {
-				bar = newCounter(stderr, int64(total), "gptq", "layer runs")
-			}
-			bar.add(1)
-		},
+		Target:   func(name string) (quant.Layout, bool) { l, ok := targets[name]; return l, ok },
+		Notice:   func(s string) { fmt.Fprintf(stderr, "mixq: notice: gptq: %s\n", s) },
+		Progress: bar.step,
 	})
 	bar.end(err)
 	if err != nil {
