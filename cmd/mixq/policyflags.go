@@ -47,7 +47,6 @@ type planFlags struct {
 	// preset is --preset; applyPreset sets the flags it fixes and the
 	// rule of a uniform preset (presetRules, after the user's).
 	preset      string
-	presetDone  bool
 	presetRules []policy.Rule
 	// rounding is quantize's --rounding (nil in estimate, which has none
 	// and plans as auto would): the budget measures its candidates with

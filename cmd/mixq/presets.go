@@ -56,9 +56,10 @@ func presetHelp() string {
 }
 
 // applyPreset sets the flags a preset fixes. Flags it fixes may not be
-// given as well: a preset is a promise of what the output is.
+// given as well: a preset is a promise of what the output is. Calling it
+// again changes nothing (what it set does not count as given).
 func (f *planFlags) applyPreset(c *cobra.Command) error {
-	if f.preset == "" || f.presetDone {
+	if f.preset == "" {
 		return nil
 	}
 	i := slices.IndexFunc(presets, func(p preset) bool { return p.name == f.preset })
@@ -75,9 +76,8 @@ func (f *planFlags) applyPreset(c *cobra.Command) error {
 			return usagef("--preset %s fixes --%s; drop one of them", p.name, n)
 		}
 	}
-	f.presetDone = true
 	if f.rounding != nil {
-		f.rounding.preset = true
+		f.rounding.preset = true // static presets never reach options' resolve
 	}
 	f.policy, f.targetRatio, f.targetBPW = p.policy, p.ratio, p.bpw
 	if p.groupSize != 0 {
