@@ -166,8 +166,8 @@ func EvaluateContext(ctx context.Context, ref, q *model.Model, seqs [][]int, opt
 					ql := lq[(b*T+p)*vocab : (b*T+p+1)*vocab]
 					lpQ := logSoftmax(ql)
 					nllQ -= lpQ[next]
-					kls = append(kls, kl(lpR, lpQ))
-					if argmax(rl) == argmax(ql) {
+					kls = append(kls, KL(lpR, lpQ))
+					if Argmax(rl) == Argmax(ql) {
 						agree++
 					}
 				}
@@ -267,10 +267,7 @@ func LogSoftmax(out []float64, logits []float32) []float64 {
 
 // KL is KL(P‖Q) = Σ p (log p − log q) of one position, from the
 // log-probabilities LogSoftmax gives.
-func KL(lp, lq []float64) float64 { return kl(lp, lq) }
-
-// kl is KL(P‖Q) = Σ p (log p − log q).
-func kl(lp, lq []float64) float64 {
+func KL(lp, lq []float64) float64 {
 	var s float64
 	for i := range lp {
 		p := math.Exp(lp[i])
@@ -281,7 +278,9 @@ func kl(lp, lq []float64) float64 {
 	return max(s, 0) // rounding can leave a tiny negative for equal distributions
 }
 
-func argmax(v []float32) int {
+// Argmax is the index of the first of the largest logits: the top-1
+// token top-1 agreement compares.
+func Argmax(v []float32) int {
 	best := 0
 	for i, x := range v {
 		if x > v[best] {

@@ -52,7 +52,7 @@ func (r *reference) compare(ctx context.Context, q *model.Model) (*eval.Result, 
 			for p := 0; p+1 < len(r.seqs[i]); p++ {
 				rl, ql := lr[p*V:(p+1)*V], lq[p*V:(p+1)*V]
 				kls = append(kls, eval.KL(eval.LogSoftmax(lpR, rl), eval.LogSoftmax(lpQ, ql)))
-				if argmax(rl) == argmax(ql) {
+				if eval.Argmax(rl) == eval.Argmax(ql) {
 					agree++
 				}
 			}
@@ -67,15 +67,4 @@ func (r *reference) compare(ctx context.Context, q *model.Model) (*eval.Result, 
 	}
 	res.Compared(qres.Original, kls, agree)
 	return res, nil
-}
-
-// argmax is eval's (unexported there): the first of the largest logits.
-func argmax(v []float32) int {
-	best := 0
-	for i, x := range v {
-		if x > v[best] {
-			best = i
-		}
-	}
-	return best
 }
