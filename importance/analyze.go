@@ -774,26 +774,36 @@ func (m *measurer) roundTrip(p quant.Precision, g int, w []float32, rows, cols i
 		return deq, "", nil
 	}
 	l := quant.Layout{Rows: rows, Cols: cols, GroupSize: g, Precision: p}
-	sc := grow(&m.scales, l.NumScales())
-	packed := grow(&m.packed, l.PackedBytes())
-	scales := m.be.GroupScales
-	if m.search {
-		scales = func(sc []uint16, w []float32, l quant.Layout) error { return gptq.SearchScales(sc, w, diag, l) }
-	}
-	if err := scales(sc, w, l); err != nil {
-		var so *quant.ScaleOverflowError
-		if errors.As(err, &so) {
-			return nil, so.Error(), nil
-		}
-		return nil, "", err
-	}
-	if err := m.be.Quantize(packed, w, sc, l); err != nil {
-		return nil, "", err
-	}
-	if err := m.be.Dequantize(deq, packed, sc, l); err != nil {
+	err := quantRoundTrip(m.be, deq, grow(&m.packed, l.PackedBytes()), grow(&m.scales, l.NumScales()), w, l, m.search, diag)
+	var so *quant.ScaleOverflowError
+	switch {
+	case errors.As(err, &so):
+		return nil, so.Error(), nil
+	case err != nil:
 		return nil, "", err
 	}
 	return deq, "", nil
+}
+
+// quantRoundTrip stores w in layout l and reads it back into deq, as the
+// quantizer would: scales by the backend's absmax GroupScales or, with
+// search, gptq.SearchScales weighted by diag (nil: unweighted), then the
+// backend's Quantize and Dequantize. packed and sc are scratch of the
+// layout's sizes.
+func quantRoundTrip(be quant.Backend, deq []float32, packed []byte, sc []uint16, w []float32, l quant.Layout, search bool, diag []float64) error {
+	var err error
+	if search {
+		err = gptq.SearchScales(sc, w, diag, l)
+	} else {
+		err = be.GroupScales(sc, w, l)
+	}
+	if err != nil {
+		return err
+	}
+	if err := be.Quantize(packed, w, sc, l); err != nil {
+		return err
+	}
+	return be.Dequantize(deq, packed, sc, l)
 }
 
 // dataBytes is the size of the tensor data qformat writes for a

@@ -132,8 +132,9 @@ func MeasureSensitivity(ctx context.Context, m *model.Model, seqs [][]int, opt S
 				diag = gptq.Damped(d, 0)
 			}
 		}
-		q, err := roundTripMatrix(be, w, rows, cols, opt.Precision, opt.GroupSize, opt.Search, diag)
-		if err != nil {
+		l := quant.Layout{Rows: rows, Cols: cols, GroupSize: opt.GroupSize, Precision: opt.Precision}
+		q := make([]float32, len(w))
+		if err := quantRoundTrip(be, q, make([]byte, l.PackedBytes()), make([]uint16, l.NumScales()), w, l, opt.Search, diag); err != nil {
 			return nil, &quant.TensorError{Tensor: tg.name, Err: err}
 		}
 		orig, err := m.SwapWeights(tg.name, q)
@@ -177,28 +178,6 @@ func MeasureSensitivity(ctx context.Context, m *model.Model, seqs [][]int, opt S
 		}
 	}
 	return out, nil
-}
-
-// roundTripMatrix is w stored at p in groups of g and read back, as the
-// analysis measures a candidate.
-func roundTripMatrix(be quant.Backend, w []float32, rows, cols int, p quant.Precision, g int, search bool, diag []float64) ([]float32, error) {
-	l := quant.Layout{Rows: rows, Cols: cols, GroupSize: g, Precision: p}
-	sc := make([]uint16, l.NumScales())
-	var err error
-	if search {
-		err = gptq.SearchScales(sc, w, diag, l)
-	} else {
-		err = be.GroupScales(sc, w, l)
-	}
-	if err != nil {
-		return nil, err
-	}
-	packed := make([]byte, l.PackedBytes())
-	if err := be.Quantize(packed, w, sc, l); err != nil {
-		return nil, err
-	}
-	out := make([]float32, len(w))
-	return out, be.Dequantize(out, packed, sc, l)
 }
 
 // logSoftmaxRows is eval.LogSoftmax of each row of logits, stored as
